@@ -1,0 +1,96 @@
+//! The NGSI-LD context broker: the one internal API through which the HTTP layer and every domain module read
+//! and write entities. It resolves `@context`s, validates and expands input, applies NGSI-LD update semantics
+//! inside storage transactions and renders results.
+
+pub mod catalog;
+pub mod contexts;
+pub mod entities;
+pub mod query;
+pub mod typeexpr;
+
+use std::sync::Arc;
+
+use misto_store::EntityStore;
+
+pub use contexts::ContextStore;
+pub use entities::{BatchOutcome, EntityChange};
+pub use query::{EntityQueryParams, GeoParams, QueryResult};
+
+/// Tunables of the broker.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Largest `limit` a query may ask for.
+    pub max_limit: usize,
+    pub default_limit: usize,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            max_limit: 1000,
+            default_limit: 20,
+        }
+    }
+}
+
+/// The broker. Cheap to clone.
+#[derive(Clone)]
+pub struct Broker {
+    pub store: Arc<dyn EntityStore>,
+    pub contexts: Arc<ContextStore>,
+    pub config: BrokerConfig,
+    changes: tokio::sync::broadcast::Sender<Arc<EntityChange>>,
+}
+
+impl Broker {
+    pub fn new(store: Arc<dyn EntityStore>, contexts: Arc<ContextStore>, config: BrokerConfig) -> Self {
+        let (changes, _) = tokio::sync::broadcast::channel(4096);
+        Broker {
+            store,
+            contexts,
+            config,
+            changes,
+        }
+    }
+
+    /// Every committed change, for subscribers inside the process (live views, notifications).
+    pub fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<Arc<EntityChange>> {
+        self.changes.subscribe()
+    }
+
+    pub(crate) fn publish(&self, change: EntityChange) {
+        if self.changes.receiver_count() > 0 {
+            let _ = self.changes.send(Arc::new(change));
+        }
+    }
+
+    /// Remove due transient entities now; returns how many.
+    pub async fn expire_due(&self) -> Result<usize, misto_ngsild::NgsiError> {
+        let now = misto_ngsild::validate::now();
+        let gone = self.store.expire(&now).await?;
+        for (tenant, id) in &gone {
+            tracing::debug!(tenant, id, "transient entity expired");
+            self.publish(EntityChange {
+                tenant: tenant.clone(),
+                id: id.clone(),
+                before: None,
+                after: None,
+            });
+        }
+        Ok(gone.len())
+    }
+
+    /// Run `expire_due` every `every` until the process stops.
+    pub fn spawn_expiry(&self, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        let b = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if let Err(e) = b.expire_due().await {
+                    tracing::warn!(error = %e, "expiring transient entities failed");
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,208 @@
+//! Entity queries (§5.7.2 GET /entities, §5.7.? POST /entityOperations/query): from request parameters to a
+//! storage query with SQL-side candidate selection and an in-process exact filter.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use misto_ngsild::entity::{attribute_names, types, Entity};
+use misto_ngsild::{Context, NgsiError, Result};
+use misto_query::geoq::{geometry_from_geojson, GeoQuery};
+use misto_query::q::QExpr;
+use misto_store::EntityQuery;
+use serde_json::Value;
+
+use crate::typeexpr::{ScopeQuery, TypeExpr};
+use crate::Broker;
+
+/// Geo-query parameters as received.
+#[derive(Debug, Clone, Default)]
+pub struct GeoParams {
+    pub georel: Option<String>,
+    pub geometry: Option<String>,
+    pub coordinates: Option<String>,
+    pub geoproperty: Option<String>,
+}
+
+/// Query parameters as received (short names, not yet expanded).
+#[derive(Debug, Clone, Default)]
+pub struct EntityQueryParams {
+    pub ids: Option<Vec<String>>,
+    pub id_pattern: Option<String>,
+    pub types: Option<String>,
+    pub attrs: Option<Vec<String>>,
+    pub q: Option<String>,
+    pub geo: GeoParams,
+    /// A geoQ given as JSON (POST /entityOperations/query).
+    pub geo_json: Option<Value>,
+    pub scope_q: Option<String>,
+    pub limit: Option<usize>,
+    pub offset: usize,
+    pub count: bool,
+}
+
+/// A page of entities and the total if asked.
+#[derive(Debug, Default)]
+pub struct QueryResult {
+    pub entities: Vec<Entity>,
+    pub total: Option<u64>,
+}
+
+/// Compiled query: storage criteria and the exact filter.
+pub struct CompiledQuery {
+    pub store: EntityQuery,
+    /// Expanded attribute names asked for in `attrs` (projection).
+    pub attrs: Option<HashSet<String>>,
+}
+
+impl EntityQueryParams {
+    /// Does the query select anything at all (the spec requires at least one selector)?
+    pub fn has_selector(&self) -> bool {
+        self.ids.is_some()
+            || self.id_pattern.is_some()
+            || self.types.is_some()
+            || self.attrs.is_some()
+            || self.q.is_some()
+            || self.geo.georel.is_some()
+            || self.geo_json.is_some()
+    }
+}
+
+/// Compile parameters in a context.
+pub fn compile(p: &EntityQueryParams, ctx: &Context, limit: usize) -> Result<CompiledQuery> {
+    let mut store = EntityQuery {
+        limit,
+        offset: p.offset,
+        count: p.count,
+        ..Default::default()
+    };
+    let mut checks: Vec<Box<dyn Fn(&Entity) -> bool + Send + Sync>> = Vec::new();
+
+    if let Some(ids) = &p.ids {
+        for id in ids {
+            if !misto_ngsild::validate::is_uri(id) {
+                return Err(NgsiError::bad_data(format!("id: '{id}' is not a URI")));
+            }
+        }
+        store.ids = Some(ids.clone());
+    }
+    if let Some(pat) = &p.id_pattern {
+        let re = regex::RegexBuilder::new(pat)
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| NgsiError::bad_data(format!("idPattern is not a valid regular expression: {e}")))?;
+        checks.push(Box::new(move |e: &Entity| {
+            e.get("id").and_then(Value::as_str).is_some_and(|id| re.is_match(id))
+        }));
+    }
+    if let Some(t) = &p.types {
+        let mut te = TypeExpr::parse(t)?;
+        te.expand(ctx);
+        let mut atoms = te.atoms();
+        atoms.sort();
+        atoms.dedup();
+        store.types = Some(atoms);
+        if !te.is_any_of() {
+            checks.push(Box::new(move |e: &Entity| te.matches(&types(e))));
+        }
+    }
+    let attrs: Option<HashSet<String>> = p.attrs.as_ref().map(|a| a.iter().map(|n| ctx.expand(n)).collect());
+    if let Some(want) = attrs.clone() {
+        checks.push(Box::new(move |e: &Entity| attribute_names(e).any(|n| want.contains(n))));
+    }
+    if let Some(q) = &p.q {
+        let mut expr: QExpr =
+            misto_query::q::parse(q).map_err(|e| NgsiError::bad_data(format!("q: {e}")))?;
+        expr.map_attribute_names(&mut |n: &str| ctx.expand(n));
+        checks.push(Box::new(move |e: &Entity| expr.matches(&Value::Object(e.clone()))));
+    }
+    let geo = match (&p.geo_json, &p.geo.georel) {
+        (Some(j), _) => Some(GeoQuery::from_json(j).map_err(|e| NgsiError::bad_data(format!("geoQ: {e}")))?),
+        (None, Some(rel)) => Some(
+            GeoQuery::from_params(
+                rel,
+                p.geo.geometry.as_deref().unwrap_or(""),
+                p.geo.coordinates.as_deref().unwrap_or(""),
+                p.geo.geoproperty.as_deref(),
+            )
+            .map_err(|e| NgsiError::bad_data(format!("geoQ: {e}")))?,
+        ),
+        (None, None) => {
+            if p.geo.geometry.is_some() || p.geo.coordinates.is_some() {
+                return Err(NgsiError::bad_data("geoQ: geometry and coordinates need georel"));
+            }
+            None
+        }
+    };
+    if let Some(g) = geo {
+        let prop = ctx.expand(&g.geoproperty);
+        if let Some(r) = g.candidate_bbox() {
+            store.bbox = Some((prop.clone(), r));
+        }
+        checks.push(Box::new(move |e: &Entity| {
+            e.get(&prop).and_then(Value::as_array).is_some_and(|list| {
+                list.iter().any(|i| {
+                    i.get("value")
+                        .and_then(|v| geometry_from_geojson(v).ok())
+                        .is_some_and(|geom| g.matches(&geom))
+                })
+            })
+        }));
+    }
+    if let Some(s) = &p.scope_q {
+        let sq = ScopeQuery::parse(s)?;
+        checks.push(Box::new(move |e: &Entity| {
+            let scopes: Vec<&str> = match e.get("scope") {
+                Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+                Some(Value::String(s)) => vec![s.as_str()],
+                _ => vec![],
+            };
+            sq.matches(&scopes)
+        }));
+    }
+    if !checks.is_empty() {
+        store.filter = Some(Arc::new(move |e: &Entity| checks.iter().all(|c| c(e))));
+    }
+    Ok(CompiledQuery { store, attrs })
+}
+
+impl Broker {
+    /// Query entities.
+    pub async fn query_entities(&self, tenant: &str, ctx: &Context, p: &EntityQueryParams) -> Result<QueryResult> {
+        let limit = p.limit.unwrap_or(self.config.default_limit);
+        if limit > self.config.max_limit {
+            return Err(NgsiError::new(
+                misto_ngsild::ErrorKind::TooManyResults,
+                format!("limit {limit} is above the maximum of {}", self.config.max_limit),
+            ));
+        }
+        if limit == 0 && !p.count {
+            return Err(NgsiError::bad_data("limit=0 is only allowed together with count=true"));
+        }
+        let c = compile(p, ctx, limit)?;
+        let page = self.store.query(tenant, &c.store).await?;
+        Ok(QueryResult {
+            entities: page.entities,
+            total: page.total,
+        })
+    }
+
+    /// `DELETE /entities?type=…` (V1.9 purge): delete every matching entity; returns how many.
+    pub async fn purge_entities(&self, tenant: &str, ctx: &Context, p: &EntityQueryParams) -> Result<usize> {
+        if p.types.is_none() && p.ids.is_none() && p.id_pattern.is_none() && p.q.is_none() && p.scope_q.is_none() {
+            return Err(NgsiError::bad_data(
+                "purging entities needs at least one of type, id, idPattern, q or scopeQ",
+            ));
+        }
+        let c = compile(p, ctx, usize::MAX)?;
+        let ids = self.store.purge(tenant, &c.store).await?;
+        for id in &ids {
+            self.publish(crate::EntityChange {
+                tenant: tenant.to_string(),
+                id: id.clone(),
+                before: None,
+                after: None,
+            });
+        }
+        Ok(ids.len())
+    }
+}

@@ -1,0 +1,279 @@
+//! Handlers of `/entities` and `/entities/{id}/attrs…`.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use misto_broker::{EntityQueryParams, GeoParams};
+use misto_ngsild::render::{render_entity, render_feature, RenderOptions};
+use misto_ngsild::update::UpdateResult;
+use misto_ngsild::{Context, NgsiError};
+use serde_json::{json, Value};
+
+use crate::negotiate::{respond, Accept};
+use crate::params::Params;
+use crate::problem::ApiResult;
+use crate::request::{self, LimitedBody};
+use crate::{AppState, St};
+
+/// Rendering options from the parameters.
+pub(crate) fn render_options(p: &Params, ctx: &Context) -> Result<RenderOptions, NgsiError> {
+    let mut o = RenderOptions::new(p.format()?);
+    o.sys_attrs = p.has_option("sysAttrs")?;
+    let expand_names = |names: Vec<String>, o: &mut RenderOptions, keep: bool| {
+        let mut set = std::collections::HashSet::new();
+        let (mut id, mut ty) = (false, false);
+        for n in names {
+            match n.as_str() {
+                "id" => id = true,
+                "type" => ty = true,
+                _ => {
+                    set.insert(ctx.expand(&n));
+                }
+            }
+        }
+        if keep {
+            o.pick_id = id;
+            o.pick_type = ty;
+            o.attrs = Some(set);
+        } else {
+            o.pick_id = !id;
+            o.pick_type = !ty;
+            o.omit = set;
+        }
+    };
+    if let Some(attrs) = p.list("attrs")? {
+        let set = attrs.iter().map(|a| ctx.expand(a)).collect();
+        o.attrs = Some(set);
+    }
+    if let Some(pick) = p.list("pick")? {
+        expand_names(pick, &mut o, true);
+    }
+    if let Some(omit) = p.list("omit")? {
+        if p.get("pick").is_some() {
+            return Err(NgsiError::bad_data("pick and omit cannot be used together"));
+        }
+        expand_names(omit, &mut o, false);
+    }
+    if let Some(lang) = p.non_empty("lang")? {
+        o.lang = Some(lang.split(',').map(|s| s.split(';').next().unwrap_or("").trim().to_string()).collect());
+    }
+    Ok(o)
+}
+
+fn geoproperty(p: &Params, ctx: &Context) -> String {
+    ctx.expand(p.get("geometryProperty").unwrap_or("location"))
+}
+
+fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// 204 when everything was updated, else 207 with the UpdateResult body.
+fn update_response(r: UpdateResult, ctx: &Context) -> Response {
+    if r.is_complete() {
+        return no_content();
+    }
+    let body = json!({
+        "updated": r.updated.iter().map(|n| ctx.compact(n)).collect::<Vec<_>>(),
+        "notUpdated": r.not_updated.iter().map(|(n, why)| json!({"attributeName": ctx.compact(n), "reason": why})).collect::<Vec<_>>(),
+    });
+    let mut resp = (StatusCode::MULTI_STATUS, body.to_string()).into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+pub async fn create(State(s): St, headers: HeaderMap, LimitedBody(bytes): LimitedBody) -> ApiResult {
+    let tenant = request::tenant(&headers)?;
+    let (body, ctx) = request::body(&s, &headers, &bytes, false).await?;
+    let id = s.broker.create_entity(&tenant, &ctx, &body).await?;
+    s.note_tenant(&tenant);
+    let mut r = StatusCode::CREATED.into_response();
+    let loc = format!("/ngsi-ld/v1/entities/{}", percent_encoding::utf8_percent_encode(&id, percent_encoding::NON_ALPHANUMERIC));
+    if let Ok(v) = HeaderValue::from_str(&loc) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    if !tenant.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&tenant) {
+            r.headers_mut().insert(request::TENANT_HEADER, v);
+        }
+    }
+    Ok(r)
+}
+
+pub async fn retrieve(State(s): St, headers: HeaderMap, Path(id): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
+    let p = request::params(q.as_deref())?;
+    let accept = request::accept(&headers, true)?;
+    let tenant = request::read_tenant(&s, &headers)?;
+    let ctx = request::context(&s, &headers).await?;
+    let opts = render_options(&p, &ctx)?;
+    let e = s.broker.get_entity(&tenant, &id).await?;
+    let body = if accept == Accept::GeoJson {
+        let mut f = render_feature(&e, &ctx, &opts, &geoproperty(&p, &ctx));
+        f["@context"] = ctx.source();
+        f
+    } else {
+        render_entity(&e, &ctx, &opts)
+    };
+    respond(StatusCode::OK, body, &ctx, accept, request::link_for(&s, &ctx))
+}
+
+/// Parse the query parameters of GET /entities (and purge).
+pub(crate) fn query_params(p: &Params) -> Result<EntityQueryParams, NgsiError> {
+    let limit = p.usize("limit")?;
+    let offset = p.usize("offset")?.unwrap_or(0);
+    Ok(EntityQueryParams {
+        ids: p.list("id")?,
+        id_pattern: p.non_empty("idPattern")?.map(str::to_string),
+        types: p.non_empty("type")?.map(str::to_string),
+        attrs: p.list("attrs")?,
+        q: p.non_empty("q")?.map(str::to_string),
+        geo: GeoParams {
+            georel: p.non_empty("georel")?.map(str::to_string),
+            geometry: p.non_empty("geometry")?.map(str::to_string),
+            coordinates: p.non_empty("coordinates")?.map(str::to_string),
+            geoproperty: p.non_empty("geoproperty")?.map(str::to_string),
+        },
+        geo_json: None,
+        scope_q: p.non_empty("scopeQ")?.map(str::to_string),
+        limit,
+        offset,
+        count: p.bool("count")?,
+    })
+}
+
+/// Render a query result with the count header.
+pub(crate) fn query_response(
+    s: &AppState,
+    result: misto_broker::QueryResult,
+    ctx: &Context,
+    p: &Params,
+    opts: &RenderOptions,
+    accept: Accept,
+) -> ApiResult {
+    let body = if accept == Accept::GeoJson {
+        let gp = geoproperty(p, ctx);
+        json!({
+            "type": "FeatureCollection",
+            "features": result.entities.iter().map(|e| render_feature(e, ctx, opts, &gp)).collect::<Vec<_>>(),
+            "@context": ctx.source(),
+        })
+    } else {
+        Value::Array(result.entities.iter().map(|e| render_entity(e, ctx, opts)).collect())
+    };
+    let mut r = respond(StatusCode::OK, body, ctx, accept, request::link_for(s, ctx))?;
+    if let Some(total) = result.total {
+        if let Ok(v) = HeaderValue::from_str(&total.to_string()) {
+            r.headers_mut().insert("NGSILD-Results-Count", v);
+        }
+    }
+    Ok(r)
+}
+
+pub async fn query(State(s): St, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
+    let p = request::params(q.as_deref())?;
+    let accept = request::accept(&headers, true)?;
+    let ctx = request::context(&s, &headers).await?;
+    let params = query_params(&p)?;
+    let opts = render_options(&p, &ctx)?;
+    if !params.has_selector() && p.get("local").is_none() {
+        return Err(NgsiError::bad_data(
+            "a query needs at least one of type, id, idPattern, attrs, q or geoQ",
+        )
+        .into());
+    }
+    let tenant = request::read_tenant(&s, &headers)?;
+    let result = s.broker.query_entities(&tenant, &ctx, &params).await?;
+    query_response(&s, result, &ctx, &p, &opts, accept)
+}
+
+pub async fn purge(State(s): St, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
+    let p = request::params(q.as_deref())?;
+    let tenant = request::read_tenant(&s, &headers)?;
+    let ctx = request::context(&s, &headers).await?;
+    let params = query_params(&p)?;
+    s.broker.purge_entities(&tenant, &ctx, &params).await?;
+    Ok(no_content())
+}
+
+pub async fn replace(State(s): St, headers: HeaderMap, Path(id): Path<String>, LimitedBody(bytes): LimitedBody) -> ApiResult {
+    let tenant = request::tenant(&headers)?;
+    let (body, ctx) = request::body(&s, &headers, &bytes, false).await?;
+    s.broker.replace_entity(&tenant, &ctx, &id, &body).await?;
+    Ok(no_content())
+}
+
+pub async fn merge(State(s): St, headers: HeaderMap, Path(id): Path<String>, LimitedBody(bytes): LimitedBody) -> ApiResult {
+    let tenant = request::tenant(&headers)?;
+    let (body, ctx) = request::body(&s, &headers, &bytes, true).await?;
+    s.broker.merge_entity(&tenant, &ctx, &id, &body).await?;
+    Ok(no_content())
+}
+
+pub async fn delete(State(s): St, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    let tenant = request::read_tenant(&s, &headers)?;
+    s.broker.delete_entity(&tenant, &id).await?;
+    Ok(no_content())
+}
+
+pub async fn append_attrs(
+    State(s): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+    LimitedBody(bytes): LimitedBody,
+) -> ApiResult {
+    let p = request::params(q.as_deref())?;
+    let tenant = request::tenant(&headers)?;
+    let (body, ctx) = request::body(&s, &headers, &bytes, false).await?;
+    let r = s
+        .broker
+        .append_attrs(&tenant, &ctx, &id, &body, p.has_option("noOverwrite")?)
+        .await?;
+    Ok(update_response(r, &ctx))
+}
+
+pub async fn update_attrs(State(s): St, headers: HeaderMap, Path(id): Path<String>, LimitedBody(bytes): LimitedBody) -> ApiResult {
+    let tenant = request::tenant(&headers)?;
+    let (body, ctx) = request::body(&s, &headers, &bytes, false).await?;
+    let r = s.broker.update_attrs(&tenant, &ctx, &id, &body).await?;
+    Ok(update_response(r, &ctx))
+}
+
+pub async fn patch_attr(
+    State(s): St,
+    headers: HeaderMap,
+    Path((id, attr)): Path<(String, String)>,
+    LimitedBody(bytes): LimitedBody,
+) -> ApiResult {
+    let tenant = request::tenant(&headers)?;
+    let (body, ctx) = request::body(&s, &headers, &bytes, true).await?;
+    s.broker.patch_attr(&tenant, &ctx, &id, &attr, &body).await?;
+    Ok(no_content())
+}
+
+pub async fn replace_attr(
+    State(s): St,
+    headers: HeaderMap,
+    Path((id, attr)): Path<(String, String)>,
+    LimitedBody(bytes): LimitedBody,
+) -> ApiResult {
+    let tenant = request::tenant(&headers)?;
+    let (body, ctx) = request::body(&s, &headers, &bytes, false).await?;
+    s.broker.replace_attr(&tenant, &ctx, &id, &attr, &body).await?;
+    Ok(no_content())
+}
+
+pub async fn delete_attr(
+    State(s): St,
+    headers: HeaderMap,
+    Path((id, attr)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let p = request::params(q.as_deref())?;
+    let tenant = request::read_tenant(&s, &headers)?;
+    let ctx = request::context(&s, &headers).await?;
+    s.broker
+        .delete_attr(&tenant, &ctx, &id, &attr, p.non_empty("datasetId")?, p.bool("deleteAll")?)
+        .await?;
+    Ok(no_content())
+}

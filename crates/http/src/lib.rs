@@ -1,0 +1,153 @@
+//! The HTTP face of misto: the NGSI-LD API under `/ngsi-ld/v1`, health, readiness and metrics.
+//! Handlers translate HTTP to calls of the [`misto_broker::Broker`] and back; they hold no domain logic.
+
+mod catalog;
+mod entities;
+mod health;
+mod negotiate;
+mod ops;
+mod params;
+mod problem;
+mod request;
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use misto_broker::Broker;
+
+pub use problem::Problem;
+
+/// Settings of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Largest request body accepted, in bytes.
+    pub body_limit: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            body_limit: 64 << 20,
+        }
+    }
+}
+
+/// Shared state of all handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub broker: Broker,
+    pub config: HttpConfig,
+    metrics: Option<PrometheusHandle>,
+    /// Tenants that exist (have been written to), for the spec's NonexistentTenant answer on reads.
+    tenants: Arc<RwLock<HashSet<String>>>,
+}
+
+impl AppState {
+    pub async fn new(broker: Broker, config: HttpConfig, metrics: Option<PrometheusHandle>) -> Self {
+        let mut known = HashSet::new();
+        if let Ok(list) = broker.store.tenants().await {
+            known.extend(list.into_iter().map(|(t, _)| t));
+        }
+        AppState {
+            broker,
+            config,
+            metrics,
+            tenants: Arc::new(RwLock::new(known)),
+        }
+    }
+
+    pub(crate) fn tenant_exists(&self, t: &str) -> bool {
+        t.is_empty() || self.tenants.read().map(|s| s.contains(t)).unwrap_or(true)
+    }
+
+    pub(crate) fn note_tenant(&self, t: &str) {
+        if t.is_empty() {
+            return;
+        }
+        if !self.tenant_exists(t) {
+            if let Ok(mut s) = self.tenants.write() {
+                s.insert(t.to_string());
+            }
+        }
+    }
+}
+
+/// The full router.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route(
+            "/entities",
+            get(entities::query).post(entities::create).delete(entities::purge),
+        )
+        .route(
+            "/entities/{id}",
+            get(entities::retrieve)
+                .put(entities::replace)
+                .patch(entities::merge)
+                .delete(entities::delete),
+        )
+        .route(
+            "/entities/{id}/attrs",
+            post(entities::append_attrs).patch(entities::update_attrs),
+        )
+        .route(
+            "/entities/{id}/attrs/{attr}",
+            axum::routing::patch(entities::patch_attr)
+                .put(entities::replace_attr)
+                .delete(entities::delete_attr),
+        )
+        .route("/entityOperations/create", post(ops::create))
+        .route("/entityOperations/upsert", post(ops::upsert))
+        .route("/entityOperations/update", post(ops::update))
+        .route("/entityOperations/delete", post(ops::delete))
+        .route("/entityOperations/merge", post(ops::merge))
+        .route("/entityOperations/query", post(ops::query))
+        .route("/types", get(catalog::types))
+        .route("/types/{type}", get(catalog::type_info))
+        .route("/attributes", get(catalog::attributes))
+        .route("/attributes/{attr}", get(catalog::attribute_info))
+        .route(
+            "/jsonldContexts",
+            get(catalog::list_contexts).post(catalog::create_context),
+        )
+        .route(
+            "/jsonldContexts/{id}",
+            get(catalog::get_context).delete(catalog::delete_context),
+        )
+        .method_not_allowed_fallback(health::method_not_allowed)
+        .fallback(health::not_found);
+    Router::new()
+        .nest("/ngsi-ld/v1", api)
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .route("/metrics", get(health::metrics))
+        .fallback(health::not_found)
+        .layer(middleware::from_fn(track))
+        .with_state(state)
+}
+
+/// Request count and latency per route and status.
+async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().as_str().to_string();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("misto_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!("misto_http_request_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}
+
+pub(crate) type St = State<AppState>;

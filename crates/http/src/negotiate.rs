@@ -1,0 +1,210 @@
+//! Content negotiation (§6.3.4–6.3.6): where the request's `@context` comes from, which representation the
+//! client accepts, and how a response carries its context (Link header or `@context` member).
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::IntoResponse;
+use misto_ngsild::{Context, ErrorKind, NgsiError};
+use serde_json::Value;
+
+use crate::problem::{problem, ApiResult};
+
+pub const JSONLD_CONTEXT_REL: &str = "http://www.w3.org/ns/json-ld#context";
+
+/// What the client accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accept {
+    Json,
+    JsonLd,
+    GeoJson,
+}
+
+/// Pick the response type from `Accept` (q-values honoured; `*/*` and `application/*` mean JSON).
+pub fn accept(headers: &HeaderMap, allow_geo: bool) -> Result<Accept, NgsiError> {
+    let Some(raw) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Ok(Accept::Json);
+    };
+    if raw.trim().is_empty() {
+        return Ok(Accept::Json);
+    }
+    let mut best: Option<(f32, Accept)> = None;
+    for part in raw.split(',') {
+        let mut it = part.split(';');
+        let mime = it.next().unwrap_or("").trim().to_ascii_lowercase();
+        let mut q = 1.0f32;
+        for p in it {
+            if let Some(v) = p.trim().strip_prefix("q=") {
+                q = v.parse().unwrap_or(0.0);
+            }
+        }
+        let a = match mime.as_str() {
+            "application/json" | "*/*" | "application/*" => Some(Accept::Json),
+            "application/ld+json" => Some(Accept::JsonLd),
+            "application/geo+json" if allow_geo => Some(Accept::GeoJson),
+            _ => None,
+        };
+        if let Some(a) = a {
+            if q > 0.0 && best.is_none_or(|(bq, _)| q > bq) {
+                best = Some((q, a));
+            }
+        }
+    }
+    best.map(|(_, a)| a).ok_or_else(|| {
+        NgsiError::new(
+            ErrorKind::NotAcceptable,
+            format!("cannot answer with any of the accepted types '{raw}'; use application/json or application/ld+json"),
+        )
+    })
+}
+
+/// The `@context` URL of a `Link` header with the JSON-LD context relation.
+pub fn link_context(headers: &HeaderMap) -> Result<Option<String>, NgsiError> {
+    let mut found = None;
+    for v in headers.get_all(header::LINK) {
+        let s = v
+            .to_str()
+            .map_err(|_| NgsiError::bad_data("the Link header is not valid text"))?;
+        for link in s.split(',') {
+            let link = link.trim();
+            if !link.contains(JSONLD_CONTEXT_REL) {
+                continue;
+            }
+            let url = link
+                .strip_prefix('<')
+                .and_then(|r| r.split_once('>'))
+                .map(|(u, _)| u.trim().to_string())
+                .ok_or_else(|| NgsiError::bad_data(format!("malformed Link header '{link}'")))?;
+            if url.is_empty() || !url.contains(':') {
+                return Err(NgsiError::bad_data(format!("the Link header's context '{url}' is not a URL")));
+            }
+            found = Some(url);
+        }
+    }
+    Ok(found)
+}
+
+/// Parsed request body with its `@context` (for requests with a body).
+pub struct JsonBody {
+    pub body: Value,
+    /// The context source: from the body (`application/ld+json`) or the Link header (`application/json`).
+    pub context: Option<Value>,
+}
+
+/// Check the content type and parse the body.
+pub fn json_body(headers: &HeaderMap, bytes: &[u8], allow_merge_patch: bool) -> Result<JsonBody, NgsiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    let ld = match ct.as_deref() {
+        Some("application/json") => false,
+        Some("application/merge-patch+json") if allow_merge_patch => false,
+        Some("application/ld+json") => true,
+        None => {
+            return Err(NgsiError::new(
+                ErrorKind::UnsupportedMediaType,
+                "Content-Type is missing; use application/json or application/ld+json",
+            ))
+        }
+        Some(other) => {
+            return Err(NgsiError::new(
+                ErrorKind::UnsupportedMediaType,
+                format!("Content-Type '{other}' is not supported; use application/json or application/ld+json"),
+            ))
+        }
+    };
+    if bytes.is_empty() {
+        return Err(NgsiError::invalid("the request body is empty"));
+    }
+    let mut body: Value = serde_json::from_slice(bytes)
+        .map_err(|e| NgsiError::invalid(format!("the body is not valid JSON: {e}")))?;
+    let link = link_context(headers)?;
+    let context = if ld {
+        if link.is_some() {
+            return Err(NgsiError::bad_data(
+                "with Content-Type application/ld+json the @context must be in the body, not in a Link header",
+            ));
+        }
+        let ctx = match &mut body {
+            Value::Object(o) => o.remove("@context"),
+            Value::Array(items) => {
+                let mut first = None;
+                for item in items.iter_mut() {
+                    let c = item.as_object_mut().and_then(|o| o.remove("@context"));
+                    if c.is_none() {
+                        return Err(NgsiError::bad_data(
+                            "with Content-Type application/ld+json every item needs an @context",
+                        ));
+                    }
+                    if first.is_none() {
+                        first = c;
+                    }
+                }
+                first
+            }
+            _ => None,
+        };
+        Some(ctx.ok_or_else(|| {
+            NgsiError::bad_data("with Content-Type application/ld+json the body must carry an @context")
+        })?)
+    } else {
+        let has_ctx = match &body {
+            Value::Object(o) => o.contains_key("@context"),
+            Value::Array(a) => a.iter().any(|i| i.get("@context").is_some()),
+            _ => false,
+        };
+        if has_ctx {
+            return Err(NgsiError::bad_data(
+                "with Content-Type application/json the @context must be given in a Link header, not in the body",
+            ));
+        }
+        link.map(Value::String)
+    };
+    Ok(JsonBody { body, context })
+}
+
+/// The `@context` of a request without a body (GET, DELETE): the Link header's, if any.
+pub fn query_context(headers: &HeaderMap) -> Result<Option<Value>, NgsiError> {
+    Ok(link_context(headers)?.map(Value::String))
+}
+
+/// A `Link` header value for a context URL.
+pub fn link_header(url: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "<{url}>; rel=\"{JSONLD_CONTEXT_REL}\"; type=\"application/ld+json\""
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// A JSON response carrying `ctx` the way `accept` asks: `@context` in the body (JSON-LD, GeoJSON) or a Link.
+pub fn respond(status: StatusCode, mut body: Value, ctx: &Context, accept: Accept, link_url: Option<String>) -> ApiResult {
+    let ctype = match accept {
+        Accept::JsonLd => {
+            let c = ctx.source();
+            match &mut body {
+                Value::Object(o) => {
+                    o.insert("@context".into(), c);
+                }
+                Value::Array(items) => {
+                    for i in items.iter_mut() {
+                        if let Some(o) = i.as_object_mut() {
+                            o.insert("@context".into(), c.clone());
+                        }
+                    }
+                }
+                _ => {}
+            }
+            "application/ld+json"
+        }
+        Accept::GeoJson => "application/geo+json",
+        Accept::Json => "application/json",
+    };
+    let bytes = serde_json::to_vec(&body).map_err(|e| problem(ErrorKind::InternalError, e.to_string()))?;
+    let mut r = (status, bytes).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    if accept != Accept::JsonLd {
+        if let Some(url) = link_url {
+            r.headers_mut().insert(header::LINK, link_header(&url));
+        }
+    }
+    Ok(r)
+}

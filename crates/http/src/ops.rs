@@ -1,0 +1,183 @@
+//! Handlers of `/entityOperations/*`: batch create, upsert, update, delete, merge, and query by POST.
+
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use misto_broker::{BatchOutcome, EntityQueryParams, GeoParams};
+use misto_ngsild::NgsiError;
+use serde_json::{json, Value};
+
+use crate::entities::{query_response, render_options};
+use crate::problem::ApiResult;
+use crate::request::{self, LimitedBody};
+use crate::St;
+
+fn multi_status(o: &BatchOutcome) -> Response {
+    let body = json!({
+        "success": o.success,
+        "errors": o.errors.iter().map(|(id, e)| json!({"entityId": id, "error": e.to_problem()})).collect::<Vec<_>>(),
+    });
+    let mut r = (StatusCode::MULTI_STATUS, body.to_string()).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn json_response(status: StatusCode, body: Value) -> Response {
+    let mut r = (status, body.to_string()).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+pub async fn create(State(s): St, headers: HeaderMap, LimitedBody(bytes): LimitedBody) -> ApiResult {
+    let tenant = request::tenant(&headers)?;
+    let (body, ctx) = request::body(&s, &headers, &bytes, false).await?;
+    let o = s.broker.batch_create(&tenant, &ctx, &body).await?;
+    if !o.success.is_empty() {
+        s.note_tenant(&tenant);
+    }
+    if o.errors.is_empty() {
+        return Ok(json_response(StatusCode::CREATED, json!(o.success)));
+    }
+    Ok(multi_status(&o))
+}
+
+pub async fn upsert(State(s): St, headers: HeaderMap, RawQuery(q): RawQuery, LimitedBody(bytes): LimitedBody) -> ApiResult {
+    let p = request::params(q.as_deref())?;
+    let tenant = request::tenant(&headers)?;
+    let (body, ctx) = request::body(&s, &headers, &bytes, false).await?;
+    let opts = p.options()?;
+    let update = opts.iter().any(|o| o == "update");
+    if update && opts.iter().any(|o| o == "replace") {
+        return Err(NgsiError::bad_data("options replace and update exclude each other").into());
+    }
+    let o = s.broker.batch_upsert(&tenant, &ctx, &body, !update).await?;
+    if !o.success.is_empty() {
+        s.note_tenant(&tenant);
+    }
+    if !o.errors.is_empty() {
+        return Ok(multi_status(&o));
+    }
+    if o.created.is_empty() {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Ok(json_response(StatusCode::CREATED, json!(o.created)))
+    }
+}
+
+pub async fn update(State(s): St, headers: HeaderMap, RawQuery(q): RawQuery, LimitedBody(bytes): LimitedBody) -> ApiResult {
+    let p = request::params(q.as_deref())?;
+    let tenant = request::tenant(&headers)?;
+    let (body, ctx) = request::body(&s, &headers, &bytes, false).await?;
+    let o = s
+        .broker
+        .batch_update(&tenant, &ctx, &body, p.has_option("noOverwrite")?)
+        .await?;
+    if o.errors.is_empty() {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Ok(multi_status(&o))
+    }
+}
+
+pub async fn merge(State(s): St, headers: HeaderMap, LimitedBody(bytes): LimitedBody) -> ApiResult {
+    let tenant = request::tenant(&headers)?;
+    let (body, ctx) = request::body(&s, &headers, &bytes, false).await?;
+    let o = s.broker.batch_merge(&tenant, &ctx, &body).await?;
+    if o.errors.is_empty() {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Ok(multi_status(&o))
+    }
+}
+
+pub async fn delete(State(s): St, headers: HeaderMap, LimitedBody(bytes): LimitedBody) -> ApiResult {
+    let tenant = request::tenant(&headers)?;
+    let (body, _ctx) = request::body(&s, &headers, &bytes, false).await?;
+    let o = s.broker.batch_delete(&tenant, &body).await?;
+    if o.errors.is_empty() {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Ok(multi_status(&o))
+    }
+}
+
+fn str_member(v: &Value, k: &str) -> Result<Option<String>, NgsiError> {
+    match v.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+        Some(_) => Err(NgsiError::bad_data(format!("query: {k} must be a non-empty string"))),
+    }
+}
+
+/// The Query data type (§5.2.23) to query parameters.
+fn query_from_body(body: &Value) -> Result<EntityQueryParams, NgsiError> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| NgsiError::bad_data("the query must be a JSON object"))?;
+    match obj.get("type").and_then(Value::as_str) {
+        Some("Query") => {}
+        _ => return Err(NgsiError::bad_data("the query's type must be \"Query\"")),
+    }
+    let mut p = EntityQueryParams::default();
+    if let Some(ents) = obj.get("entities") {
+        let list = ents
+            .as_array()
+            .ok_or_else(|| NgsiError::bad_data("query: entities must be an array"))?;
+        let mut types = Vec::new();
+        let mut ids = Vec::new();
+        for sel in list {
+            if let Some(t) = str_member(sel, "type")? {
+                types.push(t);
+            }
+            if let Some(id) = str_member(sel, "id")? {
+                ids.push(id);
+            }
+            if let Some(pat) = str_member(sel, "idPattern")? {
+                p.id_pattern = Some(pat);
+            }
+        }
+        if !types.is_empty() {
+            p.types = Some(types.join(","));
+        }
+        if !ids.is_empty() {
+            p.ids = Some(ids);
+        }
+    }
+    if let Some(a) = obj.get("attrs") {
+        let list = a
+            .as_array()
+            .ok_or_else(|| NgsiError::bad_data("query: attrs must be an array of names"))?;
+        p.attrs = Some(
+            list.iter()
+                .map(|x| x.as_str().map(str::to_string).ok_or_else(|| NgsiError::bad_data("query: attrs must be an array of names")))
+                .collect::<Result<_, _>>()?,
+        );
+    }
+    p.q = str_member(body, "q")?;
+    p.scope_q = str_member(body, "scopeQ")?;
+    if let Some(g) = obj.get("geoQ") {
+        p.geo_json = Some(g.clone());
+    }
+    p.geo = GeoParams::default();
+    Ok(p)
+}
+
+pub async fn query(State(s): St, headers: HeaderMap, RawQuery(q): RawQuery, LimitedBody(bytes): LimitedBody) -> ApiResult {
+    let p = request::params(q.as_deref())?;
+    let accept = request::accept(&headers, true)?;
+    let (body, ctx) = request::body(&s, &headers, &bytes, false).await?;
+    let mut params = query_from_body(&body)?;
+    params.limit = p.usize("limit")?;
+    params.offset = p.usize("offset")?.unwrap_or(0);
+    params.count = p.bool("count")?;
+    let mut opts = render_options(&p, &ctx)?;
+    if let Some(attrs) = &params.attrs {
+        opts.attrs = Some(attrs.iter().map(|a| ctx.expand(a)).collect());
+    }
+    if let Some(lang) = body.get("lang").and_then(Value::as_str) {
+        opts.lang = Some(lang.split(',').map(str::to_string).collect());
+    }
+    let tenant = request::read_tenant(&s, &headers)?;
+    let result = s.broker.query_entities(&tenant, &ctx, &params).await?;
+    query_response(&s, result, &ctx, &p, &opts, accept)
+}

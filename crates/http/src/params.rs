@@ -1,0 +1,158 @@
+//! Query-string parsing that keeps `+` literal (NGSI-LD uses it in scopes and time offsets) and rejects
+//! malformed percent-encoding, plus the `options`/`format` rules.
+
+use std::collections::HashMap;
+
+use misto_ngsild::render::Format;
+use misto_ngsild::NgsiError;
+
+/// Decoded query parameters; a repeated parameter keeps its values in order.
+#[derive(Debug, Default)]
+pub struct Params(HashMap<String, Vec<String>>);
+
+impl Params {
+    pub fn parse(raw: Option<&str>) -> Result<Params, NgsiError> {
+        let mut m: HashMap<String, Vec<String>> = HashMap::new();
+        let Some(raw) = raw else { return Ok(Params(m)) };
+        for pair in raw.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let k = decode(k)?;
+            let v = decode(v)?;
+            m.entry(k).or_default().push(v);
+        }
+        Ok(Params(m))
+    }
+
+    pub fn get(&self, k: &str) -> Option<&str> {
+        self.0.get(k).and_then(|v| v.first()).map(String::as_str)
+    }
+
+    /// A parameter that, when given, must not be empty.
+    pub fn non_empty(&self, k: &str) -> Result<Option<&str>, NgsiError> {
+        match self.get(k) {
+            Some("") => Err(NgsiError::bad_data(format!("the parameter {k} must not be empty"))),
+            other => Ok(other),
+        }
+    }
+
+    /// Comma-separated list (all occurrences joined).
+    pub fn list(&self, k: &str) -> Result<Option<Vec<String>>, NgsiError> {
+        let Some(vals) = self.0.get(k) else { return Ok(None) };
+        let mut out = Vec::new();
+        for v in vals {
+            for item in v.split(',') {
+                let item = item.trim();
+                if item.is_empty() {
+                    return Err(NgsiError::bad_data(format!("the parameter {k} has an empty item")));
+                }
+                out.push(item.to_string());
+            }
+        }
+        Ok(Some(out))
+    }
+
+    pub fn bool(&self, k: &str) -> Result<bool, NgsiError> {
+        match self.get(k) {
+            None => Ok(false),
+            Some("true") => Ok(true),
+            Some("false") => Ok(false),
+            Some(v) => Err(NgsiError::bad_data(format!("the parameter {k} must be true or false, not '{v}'"))),
+        }
+    }
+
+    pub fn usize(&self, k: &str) -> Result<Option<usize>, NgsiError> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(v) => v.parse::<usize>().map(Some).map_err(|_| {
+                NgsiError::bad_data(format!("the parameter {k} must be a non-negative integer, not '{v}'"))
+            }),
+        }
+    }
+
+    /// The `options` values.
+    pub fn options(&self) -> Result<Vec<String>, NgsiError> {
+        Ok(self.list("options")?.unwrap_or_default())
+    }
+
+    pub fn has_option(&self, o: &str) -> Result<bool, NgsiError> {
+        Ok(self.options()?.iter().any(|x| x == o))
+    }
+
+    /// Representation from `format` or `options`.
+    pub fn format(&self) -> Result<Format, NgsiError> {
+        let opts = self.options()?;
+        let mut f: Option<Format> = None;
+        let mut set = |n: Format| -> Result<(), NgsiError> {
+            match f {
+                Some(existing) if existing != n => Err(NgsiError::bad_data(
+                    "options/format: keyValues, concise and normalized exclude each other",
+                )),
+                _ => {
+                    f = Some(n);
+                    Ok(())
+                }
+            }
+        };
+        for o in &opts {
+            match o.as_str() {
+                "keyValues" | "simplified" => set(Format::KeyValues)?,
+                "concise" => set(Format::Concise)?,
+                "normalized" => set(Format::Normalized)?,
+                _ => {}
+            }
+        }
+        if let Some(fmt) = self.get("format") {
+            match fmt {
+                "keyValues" | "simplified" => set(Format::KeyValues)?,
+                "concise" => set(Format::Concise)?,
+                "normalized" => set(Format::Normalized)?,
+                other => return Err(NgsiError::bad_data(format!("format: unknown representation '{other}'"))),
+            }
+        }
+        Ok(f.unwrap_or_default())
+    }
+}
+
+fn decode(s: &str) -> Result<String, NgsiError> {
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let ok = i + 2 < bytes.len() + 0
+                && bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
+            if !ok {
+                return Err(NgsiError::bad_data(format!("malformed percent-encoding in the query string near '{s}'")));
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| NgsiError::bad_data("the query string is not valid UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plus_stays_and_lists_split() {
+        let p = Params::parse(Some("scopeQ=/a/+&attrs=a,b&q=x%3D%3D1")).unwrap();
+        assert_eq!(p.get("scopeQ"), Some("/a/+"));
+        assert_eq!(p.list("attrs").unwrap().unwrap(), vec!["a", "b"]);
+        assert_eq!(p.get("q"), Some("x==1"));
+        assert!(Params::parse(Some("q=%zz")).is_err());
+        assert!(Params::parse(Some("attrs=a,,b")).unwrap().list("attrs").is_err());
+    }
+
+    #[test]
+    fn formats() {
+        assert_eq!(Params::parse(Some("options=keyValues,sysAttrs")).unwrap().format().unwrap(), Format::KeyValues);
+        assert_eq!(Params::parse(Some("format=concise")).unwrap().format().unwrap(), Format::Concise);
+        assert!(Params::parse(Some("options=keyValues,concise")).unwrap().format().is_err());
+    }
+}

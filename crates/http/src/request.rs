@@ -1,0 +1,102 @@
+//! Per-request inputs shared by handlers: tenant, parameters, context, accepted representation, body.
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use misto_ngsild::{Context, ErrorKind, NgsiError};
+
+use crate::negotiate::{self, Accept, JsonBody};
+use crate::params::Params;
+use crate::AppState;
+
+pub const TENANT_HEADER: &str = "NGSILD-Tenant";
+
+/// The tenant named by the request (empty: the default tenant).
+pub fn tenant(headers: &HeaderMap) -> Result<String, NgsiError> {
+    let Some(v) = headers.get(TENANT_HEADER) else {
+        return Ok(String::new());
+    };
+    let t = v
+        .to_str()
+        .map_err(|_| NgsiError::bad_data("NGSILD-Tenant is not valid text"))?
+        .trim();
+    if t.len() > 128 || !t.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '/')) {
+        return Err(NgsiError::bad_data(format!(
+            "NGSILD-Tenant '{t}' must be at most 128 letters, digits or _ - . : /"
+        )));
+    }
+    Ok(t.to_string())
+}
+
+/// Tenant for a read: an unknown tenant is an error (§6.3.? NonexistentTenant).
+pub fn read_tenant(state: &AppState, headers: &HeaderMap) -> Result<String, NgsiError> {
+    let t = tenant(headers)?;
+    if !state.tenant_exists(&t) {
+        return Err(NgsiError::new(ErrorKind::NonexistentTenant, format!("tenant '{t}' does not exist")));
+    }
+    Ok(t)
+}
+
+/// The resolved context of a request without body.
+pub async fn context(state: &AppState, headers: &HeaderMap) -> Result<Context, NgsiError> {
+    let src = negotiate::query_context(headers)?;
+    state.broker.contexts.resolve(src.as_ref()).await
+}
+
+/// Body, its context resolved.
+pub async fn body(
+    state: &AppState,
+    headers: &HeaderMap,
+    bytes: &Bytes,
+    merge_patch: bool,
+) -> Result<(serde_json::Value, Context), NgsiError> {
+    if bytes.len() > state.config.body_limit {
+        return Err(NgsiError::new(
+            ErrorKind::PayloadTooLarge,
+            format!("the body has {} bytes; the limit is {}", bytes.len(), state.config.body_limit),
+        ));
+    }
+    let JsonBody { body, context } = negotiate::json_body(headers, bytes, merge_patch)?;
+    let ctx = state.broker.contexts.resolve(context.as_ref()).await?;
+    Ok((body, ctx))
+}
+
+pub fn params(raw: Option<&str>) -> Result<Params, NgsiError> {
+    Params::parse(raw)
+}
+
+pub fn accept(headers: &HeaderMap, geo: bool) -> Result<Accept, NgsiError> {
+    negotiate::accept(headers, geo)
+}
+
+/// Where a response links its context: the request's URL, or the hosted copy of an inline context.
+pub fn link_for(state: &AppState, ctx: &Context) -> Option<String> {
+    ctx.link_url()
+        .or_else(|| Some(state.broker.contexts.implicit(&ctx.source())))
+}
+
+/// The request body read up to the configured limit; larger bodies get a 413 problem, not a dropped connection.
+pub struct LimitedBody(pub Bytes);
+
+impl axum::extract::FromRequest<AppState> for LimitedBody {
+    type Rejection = crate::Problem;
+
+    async fn from_request(req: axum::extract::Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let limit = state.config.body_limit;
+        match axum::body::to_bytes(req.into_body(), limit).await {
+            Ok(b) => Ok(LimitedBody(b)),
+            Err(e) => {
+                let too_large = std::error::Error::source(&e)
+                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                    || e.to_string().contains("length limit");
+                if too_large {
+                    Err(crate::Problem(NgsiError::new(
+                        ErrorKind::PayloadTooLarge,
+                        format!("the body is larger than the limit of {limit} bytes"),
+                    )))
+                } else {
+                    Err(crate::Problem(NgsiError::invalid(format!("the body could not be read: {e}"))))
+                }
+            }
+        }
+    }
+}

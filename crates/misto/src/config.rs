@@ -1,0 +1,135 @@
+//! Configuration: defaults < file (`misto.toml` or `--config`) < environment (`MISTO_*`) < flags.
+//! clap reads flags and environment together (a flag wins over its variable); the file fills what neither set.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use clap::Args;
+use serde::Deserialize;
+
+/// Settings of a running misto (serve, demo) — flags and their environment variables.
+#[derive(Debug, Clone, Args, Default)]
+pub struct ServeArgs {
+    /// HTTP listen address [default: 127.0.0.1:8080]
+    #[arg(long, env = "MISTO_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// Data directory for the embedded database and other state [default: ./misto-data]
+    #[arg(long, env = "MISTO_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL: a SQLite file path (sqlite://…) or postgres://… [default: <data-dir>/misto.db]
+    #[arg(long, env = "MISTO_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Largest request body in bytes [default: 67108864]
+    #[arg(long, env = "MISTO_BODY_LIMIT")]
+    pub body_limit: Option<usize>,
+    /// Folder of JSON-LD contexts to pre-seed the context cache with (a remote-contexts.json in it maps URLs)
+    #[arg(long, env = "MISTO_CONTEXTS_DIR")]
+    pub contexts_dir: Option<PathBuf>,
+    /// Fetch remote @context URLs that are not cached [default: true]
+    #[arg(long, env = "MISTO_REMOTE_CONTEXTS")]
+    pub remote_contexts: Option<bool>,
+    /// Largest `limit` of a query [default: 1000]
+    #[arg(long, env = "MISTO_MAX_LIMIT")]
+    pub max_limit: Option<usize>,
+    /// Log format: text or json [default: text]
+    #[arg(long, env = "MISTO_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// The same settings as read from the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    http_addr: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    body_limit: Option<usize>,
+    contexts_dir: Option<PathBuf>,
+    remote_contexts: Option<bool>,
+    max_limit: Option<usize>,
+    log_format: Option<String>,
+}
+
+/// Effective settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub http_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub body_limit: usize,
+    pub contexts_dir: Option<PathBuf>,
+    pub remote_contexts: bool,
+    pub max_limit: usize,
+    pub log_json: bool,
+}
+
+/// Merge flags/env over the file over defaults.
+pub fn resolve(args: &ServeArgs, file: Option<&Path>) -> anyhow::Result<Settings> {
+    let file_cfg = match file {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read the config file {}", p.display()))?;
+            toml::from_str::<FileConfig>(&text).with_context(|| format!("the config file {} is not valid", p.display()))?
+        }
+        None if Path::new("misto.toml").exists() => {
+            let text = std::fs::read_to_string("misto.toml").context("cannot read misto.toml")?;
+            toml::from_str::<FileConfig>(&text).context("misto.toml is not valid")?
+        }
+        None => FileConfig::default(),
+    };
+    let data_dir = args
+        .data_dir
+        .clone()
+        .or(file_cfg.data_dir)
+        .unwrap_or_else(|| PathBuf::from("./misto-data"));
+    let database_url = args
+        .database_url
+        .clone()
+        .or(file_cfg.database_url)
+        .unwrap_or_else(|| data_dir.join("misto.db").to_string_lossy().to_string());
+    let log_format = args.log_format.clone().or(file_cfg.log_format).unwrap_or_else(|| "text".into());
+    let log_json = match log_format.as_str() {
+        "json" => true,
+        "text" => false,
+        other => bail!("log format must be text or json, not '{other}'"),
+    };
+    let body_limit = args.body_limit.or(file_cfg.body_limit).unwrap_or(64 << 20);
+    if body_limit < 1024 {
+        bail!("the body limit must be at least 1024 bytes");
+    }
+    Ok(Settings {
+        http_addr: args
+            .http_addr
+            .or(file_cfg.http_addr)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+        data_dir,
+        database_url,
+        body_limit,
+        contexts_dir: args.contexts_dir.clone().or(file_cfg.contexts_dir),
+        remote_contexts: args.remote_contexts.or(file_cfg.remote_contexts).unwrap_or(true),
+        max_limit: args.max_limit.or(file_cfg.max_limit).unwrap_or(1000),
+        log_json,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_in_order() {
+        let dir = std::env::temp_dir().join(format!("misto-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("misto.toml");
+        std::fs::write(&f, "http_addr = \"127.0.0.1:9000\"\nbody_limit = 5000\n").unwrap();
+        let s = resolve(&ServeArgs::default(), Some(&f)).unwrap();
+        assert_eq!(s.http_addr.port(), 9000);
+        assert_eq!(s.body_limit, 5000);
+        let args = ServeArgs { http_addr: Some("127.0.0.1:9100".parse().unwrap()), ..Default::default() };
+        let s = resolve(&args, Some(&f)).unwrap();
+        assert_eq!(s.http_addr.port(), 9100, "flags/env win over the file");
+        assert!(s.database_url.ends_with("misto.db"));
+        std::fs::write(&f, "nonsense = 1\n").unwrap();
+        assert!(resolve(&ServeArgs::default(), Some(&f)).is_err());
+    }
+}

@@ -1,0 +1,84 @@
+//! Syntax checks for identifiers, names and timestamps.
+
+/// Characters the specification forbids in attribute and type names (§4.6.2): they break the query language.
+const FORBIDDEN_NAME_CHARS: &[char] = &['<', '>', '"', '\'', '=', ';', '(', ')'];
+
+/// An entity or dataset id must be a URI: a scheme, a colon and no whitespace or forbidden characters.
+pub fn is_uri(s: &str) -> bool {
+    let Some((scheme, rest)) = s.split_once(':') else {
+        return false;
+    };
+    !scheme.is_empty()
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        && !rest.is_empty()
+        && !s
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"' | '{' | '}' | '|' | '\\' | '^' | '`'))
+}
+
+/// A short or expanded attribute/type name.
+pub fn check_name(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("a name must not be empty".into());
+    }
+    if s.len() > 1024 {
+        return Err("a name must not be longer than 1024 characters".into());
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| FORBIDDEN_NAME_CHARS.contains(c) || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!("the name '{s}' contains the forbidden character {c:?}"));
+    }
+    Ok(())
+}
+
+/// An ISO 8601 date-time with offset, e.g. `2024-01-01T10:00:00Z`.
+pub fn parse_datetime(s: &str) -> Option<jiff::Timestamp> {
+    s.parse::<jiff::Timestamp>().ok()
+}
+
+/// Normalise a date-time to UTC, millisecond precision, `Z` suffix.
+pub fn format_datetime(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+/// Current time in the broker's timestamp format.
+pub fn now() -> String {
+    format_datetime(jiff::Timestamp::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris() {
+        assert!(is_uri("urn:ngsi-ld:Building:1"));
+        assert!(is_uri("https://example.org/a"));
+        assert!(!is_uri("Building1"));
+        assert!(!is_uri("urn:has space"));
+        assert!(!is_uri(":x"));
+        assert!(!is_uri("1abc:x"));
+        assert!(!is_uri("urn:"));
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_name("pm25").is_ok());
+        assert!(check_name("https://ex.org/ns#a").is_ok());
+        assert!(check_name("a=b").is_err());
+        assert!(check_name("a b").is_err());
+        assert!(check_name("").is_err());
+    }
+
+    #[test]
+    fn datetimes() {
+        let t = parse_datetime("2024-01-01T10:00:00+02:00").unwrap();
+        assert_eq!(format_datetime(t), "2024-01-01T08:00:00.000Z");
+        assert!(parse_datetime("yesterday").is_none());
+    }
+}

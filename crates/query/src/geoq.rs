@@ -1,0 +1,1 @@
+//! The `geoQ` geo-query language.

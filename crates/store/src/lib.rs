@@ -1,0 +1,161 @@
+//! Entity storage for the NGSI-LD broker: one trait, [`EntityStore`], implemented for SQLite (the embedded
+//! default) and PostgreSQL. Both pass the same conformance suite (`tests/conformance.rs`).
+//!
+//! Stores hold entities in the broker's stored form (see `misto_ngsild::entity`) per tenant. All
+//! read-modify-write goes through [`EntityStore::modify_many`], which runs the caller's closure on the current
+//! state inside the storage transaction, so concurrent updates of one entity never lose each other's changes.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use misto_ngsild::{Entity, NgsiError};
+
+pub mod postgres;
+pub mod sqlite;
+mod summary;
+
+pub use summary::AttrKey;
+
+/// Errors of the storage layer itself (not of the request): the backend failed or is unreachable.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("SQLite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored document is corrupt: {0}")]
+    Corrupt(String),
+    #[error("storage is shutting down")]
+    Closed,
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<StoreError> for NgsiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "storage error");
+        NgsiError::new(
+            misto_ngsild::ErrorKind::ServiceUnavailable,
+            format!("storage is not available: {e}"),
+        )
+    }
+}
+
+/// What a modification decides to do with the entity it was given.
+#[derive(Debug)]
+pub enum Change {
+    /// Leave the stored entity as it is.
+    Keep,
+    /// Store this entity (create or replace).
+    Put(Entity),
+    /// Remove the entity.
+    Delete,
+}
+
+/// The closure of a read-modify-write: current state in, decision out. A request error aborts only this
+/// operation (other operations of the same batch go on).
+pub type ModifyFn = Box<dyn FnOnce(Option<&Entity>) -> Result<Change, NgsiError> + Send>;
+
+/// The entity before and after one modification (None where it did not exist).
+#[derive(Debug, Clone, Default)]
+pub struct Modified {
+    pub before: Option<Entity>,
+    pub after: Option<Entity>,
+}
+
+/// A filter evaluated on candidate entities that the backend cannot express in SQL.
+pub type EntityFilter = Arc<dyn Fn(&Entity) -> bool + Send + Sync>;
+
+/// Candidate selection for queries. All set criteria must hold.
+#[derive(Clone, Default)]
+pub struct EntityQuery {
+    /// Any of these ids.
+    pub ids: Option<Vec<String>>,
+    /// Any of these (expanded) types.
+    pub types: Option<Vec<String>>,
+    /// Entities with an instance of this GeoProperty whose bounding box intersects this lon/lat box.
+    pub bbox: Option<(String, geo::Rect<f64>)>,
+    /// Evaluated on each candidate after the criteria above.
+    pub filter: Option<EntityFilter>,
+    pub offset: usize,
+    /// Maximum entities to return (0: only count).
+    pub limit: usize,
+    /// Compute the total number of matches.
+    pub count: bool,
+}
+
+/// A page of query results.
+#[derive(Debug, Default)]
+pub struct QueryPage {
+    pub entities: Vec<Entity>,
+    pub total: Option<u64>,
+}
+
+/// Per type and attribute: how many entities (attribute `None` counts entities of the type).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypeSummary {
+    pub type_iri: String,
+    pub count: u64,
+    /// (attribute IRI, attribute kind such as `Property`, number of entities)
+    pub attributes: Vec<(String, String, u64)>,
+}
+
+#[async_trait]
+pub trait EntityStore: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
+    /// Does the backend answer?
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    async fn get(&self, tenant: &str, id: &str) -> Result<Option<Entity>, StoreError>;
+
+    /// Run read-modify-write operations in one transaction; each gets its own outcome.
+    async fn modify_many(
+        &self,
+        tenant: &str,
+        ops: Vec<(String, ModifyFn)>,
+    ) -> Result<Vec<Result<Modified, NgsiError>>, StoreError>;
+
+    async fn query(&self, tenant: &str, q: &EntityQuery) -> Result<QueryPage, StoreError>;
+
+    /// Delete every entity matching `q` (its offset/limit are ignored); returns the deleted entities' ids.
+    async fn purge(&self, tenant: &str, q: &EntityQuery) -> Result<Vec<String>, StoreError>;
+
+    /// Entity types with counts and attributes, from a summary kept up to date on every write.
+    async fn types(&self, tenant: &str) -> Result<Vec<TypeSummary>, StoreError>;
+
+    /// Remove entities whose `expiresAt` is at or before `now`; returns (tenant, id) of each.
+    async fn expire(&self, now: &str) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Tenants that hold at least one entity, with their entity counts.
+    async fn tenants(&self) -> Result<Vec<(String, u64)>, StoreError>;
+}
+
+/// Convenience wrappers over `modify_many` for single operations.
+pub async fn modify(
+    store: &dyn EntityStore,
+    tenant: &str,
+    id: &str,
+    f: ModifyFn,
+) -> Result<Result<Modified, NgsiError>, StoreError> {
+    let mut out = store.modify_many(tenant, vec![(id.to_string(), f)]).await?;
+    Ok(out
+        .pop()
+        .unwrap_or_else(|| Err(NgsiError::internal("storage returned no outcome"))))
+}
+
+/// Open a store for a database URL: `sqlite://path` / a plain path, or `postgres://…`.
+pub async fn open(url: &str) -> Result<Arc<dyn EntityStore>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::connect(url).await?))
+    } else {
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        Ok(Arc::new(sqlite::SqliteStore::open(path)?))
+    }
+}

@@ -1,0 +1,708 @@
+//! SQLite implementation of [`crate::EntityStore`]: the embedded default.
+//!
+//! One writer thread owns the write connection and commits whatever operations are waiting in one
+//! transaction (group commit), so durable commits (`synchronous=FULL`) cost one fsync per group, not per
+//! request. Reads use a small pool of read-only connections on blocking threads; WAL lets them run beside the
+//! writer.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use misto_ngsild::{Entity, NgsiError};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use crate::summary::{delta, geo_boxes, nonzero};
+use crate::{Change, EntityQuery, EntityStore, ModifyFn, Modified, QueryPage, StoreError, TypeSummary};
+
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite/0001_entities.sql")];
+/// Geo instances indexed per entity (gid = seq * GEO_SLOTS + n).
+const GEO_SLOTS: i64 = 64;
+/// Most operations one group commit takes.
+const MAX_GROUP: usize = 512;
+const SCAN_CHUNK: usize = 500;
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+type ModifyOutcome = Vec<Result<Modified, NgsiError>>;
+
+enum WriteMsg {
+    Modify {
+        tenant: String,
+        ops: Vec<(String, ModifyFn)>,
+        reply: Reply<ModifyOutcome>,
+    },
+    Purge {
+        tenant: String,
+        query: EntityQuery,
+        reply: Reply<Vec<String>>,
+    },
+    Expire {
+        now: String,
+        reply: Reply<Vec<(String, String)>>,
+    },
+}
+
+/// The embedded SQLite entity store.
+pub struct SqliteStore {
+    writer: Mutex<Option<mpsc::Sender<WriteMsg>>>,
+    readers: Arc<ReaderPool>,
+    path: PathBuf,
+}
+
+struct ReaderPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReaderPool {
+    fn take(&self) -> Result<Connection, StoreError> {
+        if let Some(c) = self.idle.lock().map_err(|_| StoreError::Closed)?.pop() {
+            return Ok(c);
+        }
+        let c = Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        c.busy_timeout(std::time::Duration::from_secs(5))?;
+        c.pragma_update(None, "cache_size", -16000)?;
+        c.pragma_update(None, "mmap_size", 268_435_456i64)?;
+        Ok(c)
+    }
+
+    fn give(&self, c: Connection) {
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < 8 {
+                idle.push(c);
+            }
+        }
+    }
+}
+
+fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    let c = Connection::open(path)?;
+    c.busy_timeout(std::time::Duration::from_secs(5))?;
+    c.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: a commit is on disk before it is acknowledged.
+    c.pragma_update(None, "synchronous", "FULL")?;
+    c.pragma_update(None, "cache_size", -32000)?;
+    c.pragma_update(None, "temp_store", "MEMORY")?;
+    c.pragma_update(None, "wal_autocheckpoint", 4000)?;
+    migrate(&c)?;
+    Ok(c)
+}
+
+fn migrate(c: &Connection) -> Result<(), StoreError> {
+    let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate() {
+        let v = i as i64 + 1;
+        if v > version {
+            let tx = c.unchecked_transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", v)?;
+            tx.commit()?;
+            tracing::info!(version = v, "applied SQLite migration");
+        }
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the database file and apply migrations.
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::Other(format!("cannot create {}: {e}", dir.display())))?;
+            }
+        }
+        let conn = open_writer(&path)?;
+        let (tx, rx) = mpsc::channel::<WriteMsg>();
+        std::thread::Builder::new()
+            .name("misto-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| StoreError::Other(format!("cannot start the writer thread: {e}")))?;
+        Ok(SqliteStore {
+            writer: Mutex::new(Some(tx)),
+            readers: Arc::new(ReaderPool {
+                path: path.clone(),
+                idle: Mutex::new(Vec::new()),
+            }),
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn send<T>(&self, make: impl FnOnce(Reply<T>) -> WriteMsg) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let guard = self.writer.lock().map_err(|_| StoreError::Closed)?;
+            let w = guard.as_ref().ok_or(StoreError::Closed)?;
+            w.send(make(tx)).map_err(|_| StoreError::Closed)?;
+        }
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let pool = self.readers.clone();
+        let started = Instant::now();
+        let out = tokio::task::spawn_blocking(move || {
+            let c = pool.take()?;
+            let r = f(&c);
+            pool.give(c);
+            r
+        })
+        .await
+        .map_err(|e| StoreError::Other(format!("reader task failed: {e}")))?;
+        observe(op, started);
+        out
+    }
+}
+
+fn observe(op: &'static str, started: Instant) {
+    metrics::histogram!("misto_storage_seconds", "backend" => "sqlite", "op" => op)
+        .record(started.elapsed().as_secs_f64());
+}
+
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteMsg>) {
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(m) => group.push(m),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        run_group(&mut conn, group);
+        observe("commit", started);
+    }
+    tracing::debug!("SQLite writer stopped");
+}
+
+enum Done {
+    Modify(Reply<ModifyOutcome>, Result<ModifyOutcome, StoreError>),
+    Purge(Reply<Vec<String>>, Result<Vec<String>, StoreError>),
+    Expire(Reply<Vec<(String, String)>>, Result<Vec<(String, String)>, StoreError>),
+}
+
+fn run_group(conn: &mut Connection, group: Vec<WriteMsg>) {
+    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            let msg = e.to_string();
+            for m in group {
+                fail(m, StoreError::Other(msg.clone()));
+            }
+            return;
+        }
+    };
+    let mut done = Vec::with_capacity(group.len());
+    for m in group {
+        // A savepoint per message: a storage error undoes only that message's writes.
+        let sp = match tx.savepoint() {
+            Ok(sp) => sp,
+            Err(e) => {
+                fail(m, StoreError::from(e));
+                continue;
+            }
+        };
+        let outcome = match m {
+            WriteMsg::Modify { tenant, ops, reply } => {
+                Done::Modify(reply, apply_modify(&sp, &tenant, ops))
+            }
+            WriteMsg::Purge { tenant, query, reply } => {
+                Done::Purge(reply, apply_purge(&sp, &tenant, &query))
+            }
+            WriteMsg::Expire { now, reply } => Done::Expire(reply, apply_expire(&sp, &now)),
+        };
+        let ok = match &outcome {
+            Done::Modify(_, r) => r.is_ok(),
+            Done::Purge(_, r) => r.is_ok(),
+            Done::Expire(_, r) => r.is_ok(),
+        };
+        // Dropping an uncommitted savepoint rolls it back.
+        let end = if ok {
+            sp.commit()
+        } else {
+            drop(sp);
+            Ok(())
+        };
+        if let Err(e) = end {
+            tracing::error!(error = %e, "savepoint failed");
+        }
+        done.push(outcome);
+    }
+    match tx.commit() {
+        Ok(()) => {
+            for d in done {
+                match d {
+                    Done::Modify(r, v) => {
+                        let _ = r.send(v);
+                    }
+                    Done::Purge(r, v) => {
+                        let _ = r.send(v);
+                    }
+                    Done::Expire(r, v) => {
+                        let _ = r.send(v);
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            let msg = format!("commit failed: {e}");
+            tracing::error!("{msg}");
+            for d in done {
+                match d {
+                    Done::Modify(r, _) => {
+                        let _ = r.send(Err(StoreError::Other(msg.clone())));
+                    }
+                    Done::Purge(r, _) => {
+                        let _ = r.send(Err(StoreError::Other(msg.clone())));
+                    }
+                    Done::Expire(r, _) => {
+                        let _ = r.send(Err(StoreError::Other(msg.clone())));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn fail(m: WriteMsg, e: StoreError) {
+    let msg = e.to_string();
+    match m {
+        WriteMsg::Modify { reply, .. } => {
+            let _ = reply.send(Err(StoreError::Other(msg)));
+        }
+        WriteMsg::Purge { reply, .. } => {
+            let _ = reply.send(Err(StoreError::Other(msg)));
+        }
+        WriteMsg::Expire { reply, .. } => {
+            let _ = reply.send(Err(StoreError::Other(msg)));
+        }
+    }
+}
+
+fn decode(doc: &str) -> Result<Entity, StoreError> {
+    serde_json::from_str::<Entity>(doc).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn expires_of(e: &Entity) -> Option<String> {
+    e.get("expiresAt").and_then(Value::as_str).map(str::to_string)
+}
+
+fn load(c: &Connection, tenant: &str, id: &str) -> Result<Option<(i64, Entity)>, StoreError> {
+    let row: Option<(i64, String)> = c
+        .prepare_cached("SELECT seq, doc FROM entities WHERE tenant = ?1 AND id = ?2")?
+        .query_row(params![tenant, id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    match row {
+        Some((seq, doc)) => Ok(Some((seq, decode(&doc)?))),
+        None => Ok(None),
+    }
+}
+
+fn apply_modify(
+    c: &Connection,
+    tenant: &str,
+    ops: Vec<(String, ModifyFn)>,
+) -> Result<ModifyOutcome, StoreError> {
+    let mut out = Vec::with_capacity(ops.len());
+    let mut counts: BTreeMap<crate::AttrKey, i64> = BTreeMap::new();
+    for (id, f) in ops {
+        let current = load(c, tenant, &id)?;
+        let before = current.as_ref().map(|(_, e)| e);
+        let change = match f(before) {
+            Ok(ch) => ch,
+            Err(e) => {
+                out.push(Err(e));
+                continue;
+            }
+        };
+        match (change, current) {
+            (Change::Keep, cur) => {
+                let e = cur.map(|(_, e)| e);
+                out.push(Ok(Modified {
+                    before: e.clone(),
+                    after: e,
+                }));
+            }
+            (Change::Put(new), None) => {
+                let doc = serde_json::to_string(&new).map_err(|e| StoreError::Other(e.to_string()))?;
+                c.prepare_cached(
+                    "INSERT INTO entities (tenant, id, doc, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![tenant, id, doc, expires_of(&new)])?;
+                let seq = c.last_insert_rowid();
+                write_types(c, tenant, seq, None, &new)?;
+                write_geo(c, seq, None, &new)?;
+                delta(None, Some(&new), &mut counts);
+                out.push(Ok(Modified {
+                    before: None,
+                    after: Some(new),
+                }));
+            }
+            (Change::Put(new), Some((seq, old))) => {
+                let doc = serde_json::to_string(&new).map_err(|e| StoreError::Other(e.to_string()))?;
+                c.prepare_cached("UPDATE entities SET doc = ?1, expires_at = ?2 WHERE seq = ?3")?
+                    .execute(params![doc, expires_of(&new), seq])?;
+                write_types(c, tenant, seq, Some(&old), &new)?;
+                write_geo(c, seq, Some(&old), &new)?;
+                delta(Some(&old), Some(&new), &mut counts);
+                out.push(Ok(Modified {
+                    before: Some(old),
+                    after: Some(new),
+                }));
+            }
+            (Change::Delete, Some((seq, old))) => {
+                delete_row(c, seq)?;
+                delta(Some(&old), None, &mut counts);
+                out.push(Ok(Modified {
+                    before: Some(old),
+                    after: None,
+                }));
+            }
+            (Change::Delete, None) => out.push(Ok(Modified::default())),
+        }
+    }
+    write_counts(c, tenant, counts)?;
+    Ok(out)
+}
+
+fn delete_row(c: &Connection, seq: i64) -> Result<(), StoreError> {
+    c.prepare_cached("DELETE FROM entities WHERE seq = ?1")?
+        .execute(params![seq])?;
+    c.prepare_cached("DELETE FROM entity_types WHERE seq = ?1")?
+        .execute(params![seq])?;
+    c.prepare_cached("DELETE FROM geo_index WHERE gid >= ?1 AND gid < ?2")?
+        .execute(params![seq * GEO_SLOTS, (seq + 1) * GEO_SLOTS])?;
+    Ok(())
+}
+
+fn write_types(
+    c: &Connection,
+    tenant: &str,
+    seq: i64,
+    old: Option<&Entity>,
+    new: &Entity,
+) -> Result<(), StoreError> {
+    let new_types = misto_ngsild::entity::types(new);
+    if let Some(old) = old {
+        if misto_ngsild::entity::types(old) == new_types {
+            return Ok(());
+        }
+        c.prepare_cached("DELETE FROM entity_types WHERE seq = ?1")?
+            .execute(params![seq])?;
+    }
+    let mut ins =
+        c.prepare_cached("INSERT OR IGNORE INTO entity_types (tenant, type, seq) VALUES (?1, ?2, ?3)")?;
+    for t in new_types {
+        ins.execute(params![tenant, t, seq])?;
+    }
+    Ok(())
+}
+
+fn write_geo(c: &Connection, seq: i64, old: Option<&Entity>, new: &Entity) -> Result<(), StoreError> {
+    let boxes = geo_boxes(new);
+    if let Some(old) = old {
+        if geo_boxes(old) == boxes {
+            return Ok(());
+        }
+        c.prepare_cached("DELETE FROM geo_index WHERE gid >= ?1 AND gid < ?2")?
+            .execute(params![seq * GEO_SLOTS, (seq + 1) * GEO_SLOTS])?;
+    }
+    let mut ins = c.prepare_cached(
+        "INSERT INTO geo_index (gid, minx, maxx, miny, maxy, seq, attr) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for (n, (attr, r)) in boxes.iter().enumerate().take(GEO_SLOTS as usize) {
+        ins.execute(params![
+            seq * GEO_SLOTS + n as i64,
+            r.min().x,
+            r.max().x,
+            r.min().y,
+            r.max().y,
+            seq,
+            attr
+        ])?;
+    }
+    Ok(())
+}
+
+fn write_counts(
+    c: &Connection,
+    tenant: &str,
+    counts: BTreeMap<crate::AttrKey, i64>,
+) -> Result<(), StoreError> {
+    let changes = nonzero(counts);
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let mut up = c.prepare_cached(
+        "INSERT INTO type_attr_counts (tenant, type, attr, kind, n) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (tenant, type, attr, kind) DO UPDATE SET n = n + excluded.n",
+    )?;
+    for ((t, a, k), d) in changes {
+        up.execute(params![tenant, t, a, k, d])?;
+    }
+    c.prepare_cached("DELETE FROM type_attr_counts WHERE tenant = ?1 AND n <= 0")?
+        .execute(params![tenant])?;
+    Ok(())
+}
+
+/// WHERE clause and parameters for the SQL-expressible part of a query.
+fn where_clause(tenant: &str, q: &EntityQuery) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value as V;
+    let mut sql = String::from("e.tenant = ?");
+    let mut args: Vec<V> = vec![V::Text(tenant.to_string())];
+    if let Some(ids) = &q.ids {
+        sql.push_str(" AND e.id IN (");
+        sql.push_str(&vec!["?"; ids.len().max(1)].join(","));
+        sql.push(')');
+        if ids.is_empty() {
+            args.push(V::Null);
+        }
+        args.extend(ids.iter().map(|i| V::Text(i.clone())));
+    }
+    if let Some(types) = &q.types {
+        sql.push_str(" AND e.seq IN (SELECT seq FROM entity_types WHERE tenant = ? AND type IN (");
+        sql.push_str(&vec!["?"; types.len().max(1)].join(","));
+        sql.push_str("))");
+        args.push(V::Text(tenant.to_string()));
+        if types.is_empty() {
+            args.push(V::Null);
+        }
+        args.extend(types.iter().map(|t| V::Text(t.clone())));
+    }
+    if let Some((attr, r)) = &q.bbox {
+        sql.push_str(
+            " AND e.seq IN (SELECT seq FROM geo_index WHERE minx <= ? AND maxx >= ? AND miny <= ? AND maxy >= ? AND attr = ?)",
+        );
+        args.push(V::Real(r.max().x));
+        args.push(V::Real(r.min().x));
+        args.push(V::Real(r.max().y));
+        args.push(V::Real(r.min().y));
+        args.push(V::Text(attr.clone()));
+    }
+    (sql, args)
+}
+
+fn run_query(c: &Connection, tenant: &str, q: &EntityQuery) -> Result<QueryPage, StoreError> {
+    let (clause, args) = where_clause(tenant, q);
+    let mut page = QueryPage::default();
+    match &q.filter {
+        None => {
+            if q.count {
+                let sql = format!("SELECT count(*) FROM entities e WHERE {clause}");
+                let n: i64 = c
+                    .prepare_cached(&sql)?
+                    .query_row(params_from_iter(args.iter()), |r| r.get(0))?;
+                page.total = Some(n as u64);
+            }
+            if q.limit > 0 {
+                let sql = format!(
+                    "SELECT e.doc FROM entities e WHERE {clause} ORDER BY e.seq LIMIT {} OFFSET {}",
+                    q.limit, q.offset
+                );
+                let mut st = c.prepare_cached(&sql)?;
+                let mut rows = st.query(params_from_iter(args.iter()))?;
+                while let Some(r) = rows.next()? {
+                    let doc: String = r.get(0)?;
+                    page.entities.push(decode(&doc)?);
+                }
+            }
+        }
+        Some(filter) => {
+            let sql = format!(
+                "SELECT e.seq, e.doc FROM entities e WHERE {clause} AND e.seq > ? ORDER BY e.seq LIMIT {SCAN_CHUNK}"
+            );
+            let mut st = c.prepare_cached(&sql)?;
+            let mut after: i64 = 0;
+            let mut matched: u64 = 0;
+            'scan: loop {
+                let mut a = args.clone();
+                a.push(rusqlite::types::Value::Integer(after));
+                let mut rows = st.query(params_from_iter(a.iter()))?;
+                let mut n = 0;
+                while let Some(r) = rows.next()? {
+                    n += 1;
+                    after = r.get(0)?;
+                    let doc: String = r.get(1)?;
+                    let e = decode(&doc)?;
+                    if !filter(&e) {
+                        continue;
+                    }
+                    matched += 1;
+                    if matched as usize > q.offset && page.entities.len() < q.limit {
+                        page.entities.push(e);
+                    }
+                    if !q.count && page.entities.len() >= q.limit {
+                        break 'scan;
+                    }
+                }
+                if n < SCAN_CHUNK {
+                    break;
+                }
+            }
+            if q.count {
+                page.total = Some(matched);
+            }
+        }
+    }
+    Ok(page)
+}
+
+fn apply_purge(c: &Connection, tenant: &str, q: &EntityQuery) -> Result<Vec<String>, StoreError> {
+    let mut all = q.clone();
+    all.offset = 0;
+    all.limit = usize::MAX;
+    all.count = false;
+    let page = run_query(c, tenant, &EntityQuery { limit: usize::MAX, ..all })?;
+    let mut counts = BTreeMap::new();
+    let mut ids = Vec::with_capacity(page.entities.len());
+    for e in page.entities {
+        let Some(id) = e.get("id").and_then(Value::as_str).map(str::to_string) else {
+            continue;
+        };
+        if let Some((seq, old)) = load(c, tenant, &id)? {
+            delete_row(c, seq)?;
+            delta(Some(&old), None, &mut counts);
+            ids.push(id);
+        }
+    }
+    write_counts(c, tenant, counts)?;
+    Ok(ids)
+}
+
+fn apply_expire(c: &Connection, now: &str) -> Result<Vec<(String, String)>, StoreError> {
+    let due: Vec<(i64, String, String, String)> = {
+        let mut st = c.prepare_cached(
+            "SELECT seq, tenant, id, doc FROM entities WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT 10000",
+        )?;
+        let rows = st.query_map(params![now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut out = Vec::with_capacity(due.len());
+    let mut by_tenant: BTreeMap<String, BTreeMap<crate::AttrKey, i64>> = BTreeMap::new();
+    for (seq, tenant, id, doc) in due {
+        let old = decode(&doc)?;
+        delete_row(c, seq)?;
+        delta(Some(&old), None, by_tenant.entry(tenant.clone()).or_default());
+        out.push((tenant, id));
+    }
+    for (tenant, counts) in by_tenant {
+        write_counts(c, &tenant, counts)?;
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl EntityStore for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read("ping", |c| {
+            c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get(&self, tenant: &str, id: &str) -> Result<Option<Entity>, StoreError> {
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        self.read("get", move |c| Ok(load(c, &tenant, &id)?.map(|(_, e)| e)))
+            .await
+    }
+
+    async fn modify_many(
+        &self,
+        tenant: &str,
+        ops: Vec<(String, ModifyFn)>,
+    ) -> Result<ModifyOutcome, StoreError> {
+        let started = Instant::now();
+        let tenant = tenant.to_string();
+        let r = self
+            .send(|reply| WriteMsg::Modify { tenant, ops, reply })
+            .await;
+        observe("modify", started);
+        r
+    }
+
+    async fn query(&self, tenant: &str, q: &EntityQuery) -> Result<QueryPage, StoreError> {
+        let (tenant, q) = (tenant.to_string(), q.clone());
+        self.read("query", move |c| run_query(c, &tenant, &q)).await
+    }
+
+    async fn purge(&self, tenant: &str, q: &EntityQuery) -> Result<Vec<String>, StoreError> {
+        let (tenant, query) = (tenant.to_string(), q.clone());
+        self.send(|reply| WriteMsg::Purge { tenant, query, reply })
+            .await
+    }
+
+    async fn types(&self, tenant: &str) -> Result<Vec<TypeSummary>, StoreError> {
+        let tenant = tenant.to_string();
+        self.read("types", move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT type, attr, kind, n FROM type_attr_counts WHERE tenant = ?1 AND type <> '' AND n > 0 ORDER BY type, attr, kind",
+            )?;
+            let rows = st.query_map(params![tenant], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })?;
+            let mut out: Vec<TypeSummary> = Vec::new();
+            for row in rows {
+                let (t, a, k, n) = row?;
+                if out.last().map(|s| s.type_iri != t).unwrap_or(true) {
+                    out.push(TypeSummary {
+                        type_iri: t.clone(),
+                        count: 0,
+                        attributes: Vec::new(),
+                    });
+                }
+                if let Some(s) = out.last_mut() {
+                    if a.is_empty() {
+                        s.count = n as u64;
+                    } else {
+                        s.attributes.push((a, k, n as u64));
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn expire(&self, now: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let now = now.to_string();
+        self.send(|reply| WriteMsg::Expire { now, reply }).await
+    }
+
+    async fn tenants(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.read("tenants", |c| {
+            let mut st = c.prepare_cached(
+                "SELECT tenant, n FROM type_attr_counts WHERE type = '' AND attr = '' AND n > 0 ORDER BY tenant",
+            )?;
+            let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+}
