@@ -462,31 +462,84 @@ fn write_counts(
     Ok(())
 }
 
-/// WHERE clause and parameters for the SQL-expressible part of a query.
-fn where_clause(tenant: &str, q: &EntityQuery) -> (String, Vec<rusqlite::types::Value>) {
+/// How a query finds its candidates: which index drives the scan, and in what order.
+enum Driver {
+    /// All entities of the tenant, in insertion order.
+    Tenant,
+    /// Entities of the given types, in insertion order (index entity_types).
+    Types,
+    /// Entities with the given ids.
+    Ids,
+    /// Entities whose geo bounding box meets the query box, in R*Tree order (no global order: a geo query
+    /// needs only its first matches, and sorting every candidate would cost more than the query).
+    Geo,
+}
+
+/// FROM/WHERE of the SQL-expressible part of a query and its parameters; the selected columns are
+/// `e.seq, e.doc`.
+fn candidate_sql(tenant: &str, q: &EntityQuery) -> (Driver, String, Vec<rusqlite::types::Value>) {
     use rusqlite::types::Value as V;
-    let mut sql = String::from("e.tenant = ?");
-    let mut args: Vec<V> = vec![V::Text(tenant.to_string())];
+    let mut args: Vec<V> = Vec::new();
+    let placeholders = |n: usize| vec!["?"; n.max(1)].join(",");
+    let driver = if q.ids.is_some() {
+        Driver::Ids
+    } else if q.bbox.is_some() {
+        Driver::Geo
+    } else if q.types.is_some() {
+        Driver::Types
+    } else {
+        Driver::Tenant
+    };
+    let mut sql = match driver {
+        Driver::Geo => {
+            let (attr, r) = q.bbox.as_ref().map(|(a, r)| (a.clone(), *r)).unwrap_or_else(|| {
+                (String::new(), geo::Rect::new((0.0, 0.0), (0.0, 0.0)))
+            });
+            args.push(V::Real(r.max().x));
+            args.push(V::Real(r.min().x));
+            args.push(V::Real(r.max().y));
+            args.push(V::Real(r.min().y));
+            args.push(V::Text(attr));
+            args.push(V::Text(tenant.to_string()));
+            String::from(
+                "FROM geo_index g JOIN entities e ON e.seq = g.seq WHERE g.minx <= ? AND g.maxx >= ? AND g.miny <= ? AND g.maxy >= ? AND g.attr = ? AND e.tenant = ?",
+            )
+        }
+        Driver::Types => {
+            let types = q.types.as_deref().unwrap_or_default();
+            args.push(V::Text(tenant.to_string()));
+            if types.is_empty() {
+                args.push(V::Null);
+            }
+            args.extend(types.iter().map(|t| V::Text(t.clone())));
+            format!(
+                "FROM entity_types t JOIN entities e ON e.seq = t.seq WHERE t.tenant = ? AND t.type IN ({})",
+                placeholders(types.len())
+            )
+        }
+        Driver::Ids | Driver::Tenant => {
+            args.push(V::Text(tenant.to_string()));
+            String::from("FROM entities e WHERE e.tenant = ?")
+        }
+    };
     if let Some(ids) = &q.ids {
-        sql.push_str(" AND e.id IN (");
-        sql.push_str(&vec!["?"; ids.len().max(1)].join(","));
-        sql.push(')');
+        sql.push_str(&format!(" AND e.id IN ({})", placeholders(ids.len())));
         if ids.is_empty() {
             args.push(V::Null);
         }
         args.extend(ids.iter().map(|i| V::Text(i.clone())));
     }
-    if let Some(types) = &q.types {
-        sql.push_str(" AND e.seq IN (SELECT seq FROM entity_types WHERE tenant = ? AND type IN (");
-        sql.push_str(&vec!["?"; types.len().max(1)].join(","));
-        sql.push_str("))");
-        args.push(V::Text(tenant.to_string()));
+    if let (Some(types), false) = (&q.types, matches!(driver, Driver::Types)) {
+        sql.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM entity_types x WHERE x.tenant = e.tenant AND x.type IN ({}) AND x.seq = e.seq)",
+            placeholders(types.len())
+        ));
         if types.is_empty() {
             args.push(V::Null);
         }
         args.extend(types.iter().map(|t| V::Text(t.clone())));
     }
-    if let Some((attr, r)) = &q.bbox {
+    if let (Some((attr, r)), false) = (&q.bbox, matches!(driver, Driver::Geo)) {
         sql.push_str(
             " AND e.seq IN (SELECT seq FROM geo_index WHERE minx <= ? AND maxx >= ? AND miny <= ? AND maxy >= ? AND attr = ?)",
         );
@@ -496,49 +549,64 @@ fn where_clause(tenant: &str, q: &EntityQuery) -> (String, Vec<rusqlite::types::
         args.push(V::Real(r.min().y));
         args.push(V::Text(attr.clone()));
     }
-    (sql, args)
+    (driver, sql, args)
 }
 
 fn run_query(c: &Connection, tenant: &str, q: &EntityQuery) -> Result<QueryPage, StoreError> {
-    let (clause, args) = where_clause(tenant, q);
+    let (driver, from, args) = candidate_sql(tenant, q);
+    let ordered = !matches!(driver, Driver::Geo);
+    let order = if ordered { " ORDER BY e.seq" } else { "" };
     let mut page = QueryPage::default();
     match &q.filter {
         None => {
             if q.count {
-                let sql = format!("SELECT count(*) FROM entities e WHERE {clause}");
+                let sql = format!("SELECT count(DISTINCT e.seq) {from}");
                 let n: i64 = c
                     .prepare_cached(&sql)?
                     .query_row(params_from_iter(args.iter()), |r| r.get(0))?;
                 page.total = Some(n as u64);
             }
             if q.limit > 0 {
-                let sql = format!(
-                    "SELECT e.doc FROM entities e WHERE {clause} ORDER BY e.seq LIMIT {} OFFSET {}",
-                    q.limit, q.offset
-                );
+                // SQLite takes LIMIT -1 for "no limit".
+                let limit = i64::try_from(q.limit).unwrap_or(-1);
+                let sql = format!("SELECT e.seq, e.doc {from}{order} LIMIT {limit} OFFSET {}", q.offset);
                 let mut st = c.prepare_cached(&sql)?;
                 let mut rows = st.query(params_from_iter(args.iter()))?;
+                let mut seen = std::collections::HashSet::new();
                 while let Some(r) = rows.next()? {
-                    let doc: String = r.get(0)?;
+                    let seq: i64 = r.get(0)?;
+                    if !ordered && !seen.insert(seq) {
+                        continue;
+                    }
+                    let doc: String = r.get(1)?;
                     page.entities.push(decode(&doc)?);
                 }
             }
         }
         Some(filter) => {
-            let sql = format!(
-                "SELECT e.seq, e.doc FROM entities e WHERE {clause} AND e.seq > ? ORDER BY e.seq LIMIT {SCAN_CHUNK}"
-            );
+            // Ordered drivers page with a keyset on seq; the geo driver with offsets over a stable R*Tree order.
+            let sql = if ordered {
+                format!("SELECT e.seq, e.doc {from} AND e.seq > ?{order} LIMIT {SCAN_CHUNK}")
+            } else {
+                format!("SELECT e.seq, e.doc {from} LIMIT {SCAN_CHUNK} OFFSET ?")
+            };
             let mut st = c.prepare_cached(&sql)?;
-            let mut after: i64 = 0;
+            let mut cursor: i64 = 0;
             let mut matched: u64 = 0;
+            let mut seen = std::collections::HashSet::new();
             'scan: loop {
                 let mut a = args.clone();
-                a.push(rusqlite::types::Value::Integer(after));
+                a.push(rusqlite::types::Value::Integer(cursor));
                 let mut rows = st.query(params_from_iter(a.iter()))?;
                 let mut n = 0;
                 while let Some(r) = rows.next()? {
                     n += 1;
-                    after = r.get(0)?;
+                    let seq: i64 = r.get(0)?;
+                    if ordered {
+                        cursor = seq;
+                    } else if !seen.insert(seq) {
+                        continue;
+                    }
                     let doc: String = r.get(1)?;
                     let e = decode(&doc)?;
                     if !filter(&e) {
@@ -551,6 +619,9 @@ fn run_query(c: &Connection, tenant: &str, q: &EntityQuery) -> Result<QueryPage,
                     if !q.count && page.entities.len() >= q.limit {
                         break 'scan;
                     }
+                }
+                if !ordered {
+                    cursor += n as i64;
                 }
                 if n < SCAN_CHUNK {
                     break;

@@ -30,3 +30,6 @@ CREATE TABLE type_attr_counts (
     n INTEGER NOT NULL,
     PRIMARY KEY (tenant, type, attr, kind)
 ) WITHOUT ROWID;
+
+-- Insertion-ordered scans of one tenant.
+CREATE INDEX entities_tenant_seq ON entities (tenant, seq);

@@ -1,0 +1,506 @@
+//! The NGSI-LD entity API end to end over HTTP.
+
+mod common;
+
+use common::{problem, TestServer, CORE_CONTEXT, ENV_CONTEXT};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+fn station(n: u32, lon: f64, lat: f64, pm25: f64) -> Value {
+    json!({
+        "id": format!("urn:ngsi-ld:AirQualityObserved:t{n}"),
+        "type": "AirQualityObserved",
+        "pm25": {"type": "Property", "value": pm25, "unitCode": "GQ", "observedAt": "2024-05-01T10:00:00Z"},
+        "name": {"type": "Property", "value": format!("station {n}")},
+        "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [lon, lat]}},
+        "refDevice": {"type": "Relationship", "object": format!("urn:ngsi-ld:Device:d{n}")},
+    })
+}
+
+#[tokio::test]
+async fn create_read_back_in_every_representation() {
+    let s = TestServer::start().await;
+    s.create(&station(1, 30.52, 50.45, 12.5), Some(ENV_CONTEXT)).await;
+    let id = "/entities/urn:ngsi-ld:AirQualityObserved:t1";
+
+    let n = s.get_json(id, Some(ENV_CONTEXT)).await;
+    assert_eq!(n["type"], "AirQualityObserved");
+    assert_eq!(n["pm25"]["value"], 12.5);
+    assert_eq!(n["pm25"]["unitCode"], "GQ");
+    assert_eq!(n["refDevice"]["object"], "urn:ngsi-ld:Device:d1");
+    assert!(n.get("createdAt").is_none(), "no system attributes unless asked");
+
+    let kv = s.get_json(&format!("{id}?options=keyValues"), Some(ENV_CONTEXT)).await;
+    assert_eq!(kv["pm25"], 12.5);
+    assert_eq!(kv["refDevice"], "urn:ngsi-ld:Device:d1");
+    assert_eq!(kv["location"]["type"], "Point");
+
+    let c = s.get_json(&format!("{id}?format=concise"), Some(ENV_CONTEXT)).await;
+    assert_eq!(c["name"], "station 1");
+    assert_eq!(c["pm25"]["value"], 12.5);
+    assert!(c["pm25"].get("type").is_none());
+    assert_eq!(c["refDevice"]["object"], "urn:ngsi-ld:Device:d1");
+
+    let sys = s.get_json(&format!("{id}?options=sysAttrs"), Some(ENV_CONTEXT)).await;
+    assert!(sys["createdAt"].is_string() && sys["pm25"]["modifiedAt"].is_string());
+
+    // Without the model's context the names come back expanded.
+    let core = s.get_json(id, None).await;
+    assert!(core.get("pm25").is_none());
+    assert!(core.as_object().unwrap().keys().any(|k| k.ends_with("/pm25")));
+}
+
+#[tokio::test]
+async fn concise_input_is_understood() {
+    let s = TestServer::start().await;
+    let body = json!({
+        "id": "urn:ngsi-ld:Thing:c1", "type": "Thing",
+        "temperature": 21.5,
+        "tags": ["a", "b"],
+        "owner": {"object": "urn:ngsi-ld:Person:p1"},
+        "location": {"type": "Point", "coordinates": [30.5, 50.4]},
+        "label": {"languageMap": {"en": "Bridge", "uk": "Міст"}},
+        "address": {"streetAddress": "Khreshchatyk 1"},
+    });
+    s.create(&body, None).await;
+    let n = s.get_json("/entities/urn:ngsi-ld:Thing:c1", None).await;
+    assert_eq!(n["temperature"], json!({"type": "Property", "value": 21.5}));
+    assert_eq!(n["tags"]["value"], json!(["a", "b"]));
+    assert_eq!(n["owner"]["type"], "Relationship");
+    assert_eq!(n["location"]["type"], "GeoProperty");
+    assert_eq!(n["label"]["type"], "LanguageProperty");
+    assert_eq!(n["address"]["value"]["streetAddress"], "Khreshchatyk 1");
+    let en = s.get_json("/entities/urn:ngsi-ld:Thing:c1?lang=uk&options=keyValues", None).await;
+    assert_eq!(en["label"], "Міст");
+}
+
+#[tokio::test]
+async fn ld_json_in_and_out() {
+    let s = TestServer::start().await;
+    let mut body = station(2, 30.5, 50.4, 5.0);
+    body["@context"] = json!(ENV_CONTEXT);
+    let r = s
+        .req(Method::POST, "/entities")
+        .header("Content-Type", "application/ld+json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["location"], "/ngsi-ld/v1/entities/urn%3Angsi%2Dld%3AAirQualityObserved%3At2");
+    let r = s
+        .req(Method::GET, "/entities/urn:ngsi-ld:AirQualityObserved:t2")
+        .header("Accept", "application/ld+json")
+        .header("Link", common::link(ENV_CONTEXT))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-type"], "application/ld+json");
+    assert!(r.headers().get("link").is_none());
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["@context"], ENV_CONTEXT);
+    assert_eq!(v["pm25"]["value"], 5.0);
+
+    // application/json answers carry the context in a Link header.
+    let r = s.get("/entities/urn:ngsi-ld:AirQualityObserved:t2", None).await;
+    let link = r.headers()["link"].to_str().unwrap().to_string();
+    assert!(link.contains(CORE_CONTEXT) && link.contains("rel=\"http://www.w3.org/ns/json-ld#context\""));
+
+    // @context in a JSON body, or a Link with ld+json, are errors.
+    let r = s.send(Method::POST, "/entities", &body, None).await;
+    problem(r, 400).await;
+    let r = s
+        .req(Method::GET, "/entities/urn:ngsi-ld:AirQualityObserved:t2")
+        .header("Accept", "text/csv")
+        .send()
+        .await
+        .unwrap();
+    problem(r, 406).await;
+}
+
+#[tokio::test]
+async fn errors_for_conflicts_and_missing() {
+    let s = TestServer::start().await;
+    s.create(&station(3, 30.5, 50.4, 5.0), Some(ENV_CONTEXT)).await;
+    let r = s.send(Method::POST, "/entities", &station(3, 30.5, 50.4, 5.0), Some(ENV_CONTEXT)).await;
+    let p = problem(r, 409).await;
+    assert_eq!(p["type"], "https://uri.etsi.org/ngsi-ld/errors/AlreadyExists");
+    let r = s.get("/entities/urn:ngsi-ld:X:none", None).await;
+    let p = problem(r, 404).await;
+    assert_eq!(p["type"], "https://uri.etsi.org/ngsi-ld/errors/ResourceNotFound");
+    let r = s.get("/entities/not-a-uri", None).await;
+    problem(r, 400).await;
+    let r = s.req(Method::DELETE, "/entities/urn:ngsi-ld:X:none").send().await.unwrap();
+    problem(r, 404).await;
+}
+
+#[tokio::test]
+async fn attribute_operations() {
+    let s = TestServer::start().await;
+    let id = "urn:ngsi-ld:AirQualityObserved:t4";
+    s.create(&station(4, 30.5, 50.4, 5.0), Some(ENV_CONTEXT)).await;
+    let path = format!("/entities/{id}");
+
+    // Append: a new attribute and a second instance of pm25 by datasetId.
+    let r = s
+        .send(
+            Method::POST,
+            &format!("{path}/attrs"),
+            &json!({"no2": {"type": "Property", "value": 40}, "pm25": {"type": "Property", "value": 7.0, "datasetId": "urn:ngsi-ld:Dataset:b"}}),
+            Some(ENV_CONTEXT),
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    let e = s.get_json(&path, Some(ENV_CONTEXT)).await;
+    assert_eq!(e["no2"]["value"], 40);
+    assert_eq!(e["pm25"].as_array().map(Vec::len), Some(2));
+
+    // noOverwrite keeps the old value and says so.
+    let r = s
+        .send(Method::POST, &format!("{path}/attrs?options=noOverwrite"), &json!({"no2": {"type": "Property", "value": 99}}), Some(ENV_CONTEXT))
+        .await;
+    assert_eq!(r.status(), 207);
+    let e = s.get_json(&path, Some(ENV_CONTEXT)).await;
+    assert_eq!(e["no2"]["value"], 40);
+
+    // Update only existing attributes: unknown ones reported.
+    let r = s
+        .send(Method::PATCH, &format!("{path}/attrs"), &json!({"no2": {"type": "Property", "value": 41}, "ghost": {"type": "Property", "value": 1}}), Some(ENV_CONTEXT))
+        .await;
+    assert_eq!(r.status(), 207);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["updated"], json!(["no2"]));
+    assert_eq!(v["notUpdated"][0]["attributeName"], "ghost");
+
+    // Partial attribute update keeps unitCode and changes the value.
+    let r = s.send(Method::PATCH, &format!("{path}/attrs/pm25"), &json!({"value": 9.5}), Some(ENV_CONTEXT)).await;
+    assert_eq!(r.status(), 204);
+    let e = s.get_json(&format!("{path}?attrs=pm25"), Some(ENV_CONTEXT)).await;
+    let default = e["pm25"].as_array().unwrap().iter().find(|i| i.get("datasetId").is_none()).unwrap().clone();
+    assert_eq!(default["value"], 9.5);
+    assert_eq!(default["unitCode"], "GQ");
+    assert!(e.get("no2").is_none(), "attrs projects");
+
+    // Replace one attribute.
+    let r = s.send(Method::PUT, &format!("{path}/attrs/no2"), &json!({"type": "Property", "value": 1, "unitCode": "GQ"}), Some(ENV_CONTEXT)).await;
+    assert_eq!(r.status(), 204);
+
+    // Delete one instance by datasetId, then the attribute.
+    let r = s
+        .req(Method::DELETE, &format!("{path}/attrs/pm25?datasetId=urn:ngsi-ld:Dataset:b"))
+        .header("Link", common::link(ENV_CONTEXT))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let e = s.get_json(&path, Some(ENV_CONTEXT)).await;
+    assert!(e["pm25"].is_object());
+    let r = s.req(Method::DELETE, &format!("{path}/attrs/no2")).header("Link", common::link(ENV_CONTEXT)).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let r = s.req(Method::DELETE, &format!("{path}/attrs/no2")).header("Link", common::link(ENV_CONTEXT)).send().await.unwrap();
+    problem(r, 404).await;
+}
+
+#[tokio::test]
+async fn merge_and_replace_entity() {
+    let s = TestServer::start().await;
+    let id = "urn:ngsi-ld:AirQualityObserved:t5";
+    s.create(&station(5, 30.5, 50.4, 5.0), Some(ENV_CONTEXT)).await;
+    let path = format!("/entities/{id}");
+    let before = s.get_json(&format!("{path}?options=sysAttrs"), Some(ENV_CONTEXT)).await;
+
+    // Merge: change a value, drop an attribute with urn:ngsi-ld:null, add one.
+    let r = s
+        .send(Method::PATCH, &path, &json!({"pm25": {"value": 6.0}, "name": "urn:ngsi-ld:null", "o3": 30}), Some(ENV_CONTEXT))
+        .await;
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    let e = s.get_json(&path, Some(ENV_CONTEXT)).await;
+    assert_eq!(e["pm25"]["value"], 6.0);
+    assert_eq!(e["pm25"]["unitCode"], "GQ", "merge keeps what it was not given");
+    assert!(e.get("name").is_none());
+    assert_eq!(e["o3"]["value"], 30);
+
+    // Replace: only what is given remains; creation time kept.
+    let r = s.send(Method::PUT, &path, &json!({"type": "AirQualityObserved", "pm10": 3}), Some(ENV_CONTEXT)).await;
+    assert_eq!(r.status(), 204);
+    let e = s.get_json(&format!("{path}?options=sysAttrs"), Some(ENV_CONTEXT)).await;
+    assert!(e.get("pm25").is_none());
+    assert_eq!(e["pm10"]["value"], 3);
+    assert_eq!(e["createdAt"], before["createdAt"]);
+    assert_ne!(e["modifiedAt"], before["modifiedAt"]);
+}
+
+#[tokio::test]
+async fn queries_by_type_q_geo_and_pages() {
+    let s = TestServer::start().await;
+    // A line of stations eastwards from Maidan, one every ~700 m, pm25 rising.
+    let items: Vec<Value> = (0..30)
+        .map(|i| station(100 + i, 30.5234 + i as f64 * 0.01, 50.4501, i as f64))
+        .collect();
+    let r = s.send(Method::POST, "/entityOperations/create", &Value::Array(items), Some(ENV_CONTEXT)).await;
+    assert_eq!(r.status(), 201);
+    s.create(&json!({"id": "urn:ngsi-ld:Other:1", "type": "Other", "pm25": 50}), Some(ENV_CONTEXT)).await;
+
+    let q = |p: &str| format!("/entities?{p}");
+    let all = s.get_json(&q("type=AirQualityObserved&limit=100"), Some(ENV_CONTEXT)).await;
+    assert_eq!(all.as_array().unwrap().len(), 30);
+
+    let r = s.get(&q("type=AirQualityObserved&q=pm25>10&count=true&limit=5"), Some(ENV_CONTEXT)).await;
+    assert_eq!(r.headers()["ngsild-results-count"], "19");
+    let page: Value = r.json().await.unwrap();
+    assert_eq!(page.as_array().unwrap().len(), 5);
+    assert_eq!(page[0]["pm25"]["value"], 11.0, "insertion order");
+
+    let r = s.get(&q("type=AirQualityObserved&q=pm25>10&count=true&limit=5&offset=17"), Some(ENV_CONTEXT)).await;
+    let page: Value = r.json().await.unwrap();
+    assert_eq!(page.as_array().unwrap().len(), 2);
+
+    // Within 2 km of Maidan: stations 0..=2 (0, ~0.71, ~1.42 km); 3 is ~2.13 km away.
+    let near = s
+        .get_json(&q("type=AirQualityObserved&georel=near;maxDistance==2000&geometry=Point&coordinates=[30.5234,50.4501]&limit=100"), Some(ENV_CONTEXT))
+        .await;
+    let mut ids: Vec<&str> = near.as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, vec!["urn:ngsi-ld:AirQualityObserved:t100", "urn:ngsi-ld:AirQualityObserved:t101", "urn:ngsi-ld:AirQualityObserved:t102"]);
+
+    let both = s
+        .get_json(&q("type=AirQualityObserved&q=pm25>=1&georel=near;maxDistance==2000&geometry=Point&coordinates=[30.5234,50.4501]"), Some(ENV_CONTEXT))
+        .await;
+    assert_eq!(both.as_array().unwrap().len(), 2);
+
+    let within = s
+        .get_json(
+            &q("type=AirQualityObserved&georel=within&geometry=Polygon&coordinates=[[[30.60,50.40],[30.70,50.40],[30.70,50.50],[30.60,50.50],[30.60,50.40]]]&limit=100"),
+            Some(ENV_CONTEXT),
+        )
+        .await;
+    assert_eq!(within.as_array().unwrap().len(), 10);
+
+    let by_id = s.get_json(&q("id=urn:ngsi-ld:AirQualityObserved:t101,urn:ngsi-ld:Other:1"), Some(ENV_CONTEXT)).await;
+    assert_eq!(by_id.as_array().unwrap().len(), 2);
+    let by_pattern = s.get_json(&q("idPattern=.*:t11[0-9]$&type=AirQualityObserved"), Some(ENV_CONTEXT)).await;
+    assert_eq!(by_pattern.as_array().unwrap().len(), 10);
+    let two_types = s.get_json(&q("type=Other,AirQualityObserved&q=pm25>=29"), Some(ENV_CONTEXT)).await;
+    assert_eq!(two_types.as_array().unwrap().len(), 2);
+
+    let r = s.get(&q("type=AirQualityObserved&limit=5000"), Some(ENV_CONTEXT)).await;
+    problem(r, 403).await;
+    let r = s.get(&q(""), Some(ENV_CONTEXT)).await;
+    problem(r, 400).await;
+
+    // POST /entityOperations/query.
+    let r = s
+        .send(
+            Method::POST,
+            "/entityOperations/query?count=true",
+            &json!({"type": "Query", "entities": [{"type": "AirQualityObserved"}], "q": "pm25<3", "attrs": ["pm25"]}),
+            Some(ENV_CONTEXT),
+        )
+        .await;
+    assert_eq!(r.headers()["ngsild-results-count"], "3");
+    let v: Value = r.json().await.unwrap();
+    assert!(v[0].get("name").is_none() && v[0]["pm25"].is_object());
+
+    // GeoJSON.
+    let r = s
+        .req(Method::GET, &q("type=AirQualityObserved&limit=2"))
+        .header("Accept", "application/geo+json")
+        .header("Link", common::link(ENV_CONTEXT))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-type"], "application/geo+json");
+    let fc: Value = r.json().await.unwrap();
+    assert_eq!(fc["type"], "FeatureCollection");
+    assert_eq!(fc["features"][0]["geometry"]["type"], "Point");
+    assert_eq!(fc["features"][0]["properties"]["pm25"]["value"], 0.0);
+}
+
+#[tokio::test]
+async fn batch_operations_report_per_entity() {
+    let s = TestServer::start().await;
+    let r = s
+        .send(
+            Method::POST,
+            "/entityOperations/create",
+            &json!([station(1, 30.5, 50.4, 1.0), {"id": "bad id", "type": "X"}, station(2, 30.5, 50.4, 2.0)]),
+            Some(ENV_CONTEXT),
+        )
+        .await;
+    assert_eq!(r.status(), 207);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["success"].as_array().unwrap().len(), 2);
+    assert_eq!(v["errors"][0]["entityId"], "bad id");
+    assert_eq!(v["errors"][0]["error"]["status"], 400);
+
+    // Upsert: one new (201 with its id), one existing replaced.
+    let r = s
+        .send(Method::POST, "/entityOperations/upsert", &json!([station(2, 30.5, 50.4, 20.0), station(3, 30.5, 50.4, 3.0)]), Some(ENV_CONTEXT))
+        .await;
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v, json!(["urn:ngsi-ld:AirQualityObserved:t3"]));
+    let r = s.send(Method::POST, "/entityOperations/upsert", &json!([station(2, 30.5, 50.4, 21.0)]), Some(ENV_CONTEXT)).await;
+    assert_eq!(r.status(), 204);
+
+    let r = s
+        .send(
+            Method::POST,
+            "/entityOperations/update",
+            &json!([{"id": "urn:ngsi-ld:AirQualityObserved:t1", "type": "AirQualityObserved", "no2": 5}, {"id": "urn:ngsi-ld:AirQualityObserved:none", "type": "AirQualityObserved", "no2": 5}]),
+            Some(ENV_CONTEXT),
+        )
+        .await;
+    assert_eq!(r.status(), 207);
+    let r = s
+        .send(Method::POST, "/entityOperations/merge", &json!([{"id": "urn:ngsi-ld:AirQualityObserved:t1", "pm25": {"value": 100}}]), Some(ENV_CONTEXT))
+        .await;
+    assert_eq!(r.status(), 204);
+    let e = s.get_json("/entities/urn:ngsi-ld:AirQualityObserved:t1", Some(ENV_CONTEXT)).await;
+    assert_eq!(e["pm25"]["value"], 100);
+    assert_eq!(e["no2"]["value"], 5);
+
+    let r = s
+        .send(Method::POST, "/entityOperations/delete", &json!(["urn:ngsi-ld:AirQualityObserved:t1", "urn:ngsi-ld:AirQualityObserved:none"]), None)
+        .await;
+    assert_eq!(r.status(), 207);
+    let r = s.get("/entities/urn:ngsi-ld:AirQualityObserved:t1", None).await;
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn ten_thousand_entities_in_one_batch() {
+    let s = TestServer::start().await;
+    let items: Vec<Value> = (0..10_000)
+        .map(|i| json!({"id": format!("urn:ngsi-ld:Sensor:{i}"), "type": "Sensor", "v": i}))
+        .collect();
+    let r = s.send(Method::POST, "/entityOperations/upsert", &Value::Array(items), None).await;
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 10_000);
+    let r = s.get("/entities?type=Sensor&count=true&limit=1", None).await;
+    assert_eq!(r.headers()["ngsild-results-count"], "10000");
+    let t = s.get_json("/types/Sensor", None).await;
+    assert_eq!(t["entityCount"], 10_000);
+}
+
+#[tokio::test]
+async fn tenants_are_isolated() {
+    let s = TestServer::start().await;
+    let body = json!({"id": "urn:ngsi-ld:Thing:shared", "type": "Thing", "owner": "A"});
+    let r = s.req(Method::POST, "/entities").header("Content-Type", "application/json").header("NGSILD-Tenant", "kyiv").body(body.to_string()).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let body_b = json!({"id": "urn:ngsi-ld:Thing:shared", "type": "Thing", "owner": "B"});
+    let r = s.req(Method::POST, "/entities").header("Content-Type", "application/json").header("NGSILD-Tenant", "lviv").body(body_b.to_string()).send().await.unwrap();
+    assert_eq!(r.status(), 201, "the same id may exist in another tenant");
+
+    let get = |tenant: Option<&'static str>| {
+        let mut r = s.req(Method::GET, "/entities?type=Thing&options=keyValues");
+        if let Some(t) = tenant {
+            r = r.header("NGSILD-Tenant", t);
+        }
+        r.send()
+    };
+    let a: Value = get(Some("kyiv")).await.unwrap().json().await.unwrap();
+    assert_eq!(a.as_array().unwrap().len(), 1);
+    assert_eq!(a[0]["owner"], "A");
+    let b: Value = get(Some("lviv")).await.unwrap().json().await.unwrap();
+    assert_eq!(b[0]["owner"], "B");
+    let d: Value = get(None).await.unwrap().json().await.unwrap();
+    assert_eq!(d.as_array().unwrap().len(), 0, "the default tenant sees neither");
+    let r = get(Some("nowhere")).await.unwrap();
+    let p = problem(r, 404).await;
+    assert_eq!(p["type"], "https://uri.etsi.org/ngsi-ld/errors/NonexistentTenant");
+
+    let r = s.req(Method::DELETE, "/entities/urn:ngsi-ld:Thing:shared").header("NGSILD-Tenant", "kyiv").send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let b: Value = get(Some("lviv")).await.unwrap().json().await.unwrap();
+    assert_eq!(b.as_array().unwrap().len(), 1, "deleting in one tenant leaves the other alone");
+}
+
+#[tokio::test]
+async fn types_and_attributes() {
+    let s = TestServer::start().await;
+    s.create(&station(1, 30.5, 50.4, 1.0), Some(ENV_CONTEXT)).await;
+    s.create(&json!({"id": "urn:ngsi-ld:Thing:1", "type": "Thing", "pm25": 3}), Some(ENV_CONTEXT)).await;
+    let t = s.get_json("/types", Some(ENV_CONTEXT)).await;
+    assert_eq!(t["type"], "EntityTypeList");
+    assert_eq!(t["typeList"], json!(["AirQualityObserved", "Thing"]));
+    let d = s.get_json("/types?details=true", Some(ENV_CONTEXT)).await;
+    assert_eq!(d[0]["type"], "EntityType");
+    assert!(d[0]["attributeNames"].as_array().unwrap().contains(&json!("pm25")));
+    let info = s.get_json("/types/AirQualityObserved", Some(ENV_CONTEXT)).await;
+    assert_eq!(info["entityCount"], 1);
+    let a = s.get_json("/attributes", Some(ENV_CONTEXT)).await;
+    assert!(a["attributeList"].as_array().unwrap().contains(&json!("refDevice")));
+    let pm = s.get_json("/attributes/pm25", Some(ENV_CONTEXT)).await;
+    assert_eq!(pm["attributeCount"], 2);
+    assert_eq!(pm["typeNames"], json!(["AirQualityObserved", "Thing"]));
+    let r = s.get("/types/Nothing", Some(ENV_CONTEXT)).await;
+    problem(r, 404).await;
+}
+
+#[tokio::test]
+async fn purge_and_transient_entities() {
+    let s = TestServer::start().await;
+    for i in 0..5 {
+        s.create(&json!({"id": format!("urn:ngsi-ld:Tmp:{i}"), "type": "Tmp"}), None).await;
+    }
+    s.create(&json!({"id": "urn:ngsi-ld:Keep:1", "type": "Keep"}), None).await;
+    let r = s.req(Method::DELETE, "/entities?type=Tmp").send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let left = s.get_json("/entities?type=Tmp,Keep", None).await;
+    assert_eq!(left.as_array().unwrap().len(), 1);
+
+    let soon = jiff::Timestamp::now() + jiff::SignedDuration::from_millis(300);
+    s.create(&json!({"id": "urn:ngsi-ld:Flash:1", "type": "Flash", "expiresAt": soon.to_string()}), None).await;
+    assert_eq!(s.get("/entities/urn:ngsi-ld:Flash:1", None).await.status(), 200);
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    assert_eq!(s.get("/entities/urn:ngsi-ld:Flash:1", None).await.status(), 404, "a transient entity disappears when due");
+}
+
+#[tokio::test]
+async fn hosted_contexts() {
+    let s = TestServer::start().await;
+    let r = s
+        .send(Method::POST, "/jsonldContexts", &json!({"@context": {"Bridge": "https://example.org/Bridge", "span": "https://example.org/span"}}), None)
+        .await;
+    assert_eq!(r.status(), 201);
+    let url = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(url.starts_with(&s.base));
+    s.create(&json!({"id": "urn:ngsi-ld:Bridge:paton", "type": "Bridge", "span": 1543}), Some(&url)).await;
+    let e = s.get_json("/entities/urn:ngsi-ld:Bridge:paton", None).await;
+    assert_eq!(e["type"], "https://example.org/Bridge", "stored under the hosted context's IRIs");
+    let e = s.get_json("/entities/urn:ngsi-ld:Bridge:paton", Some(&url)).await;
+    assert_eq!(e["span"]["value"], 1543);
+    let id = url.rsplit('/').next().unwrap();
+    let ctx = s.get_json(&format!("/jsonldContexts/{id}"), None).await;
+    assert_eq!(ctx["@context"]["span"], "https://example.org/span");
+    let list = s.get_json("/jsonldContexts?kind=Hosted", None).await;
+    assert_eq!(list, json!([url]));
+    let r = s.req(Method::DELETE, &format!("/jsonldContexts/{id}")).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(s.get(&format!("/jsonldContexts/{id}"), None).await.status(), 404);
+    // The shipped Smart Data Models contexts are listed.
+    let cached = s.get_json("/jsonldContexts?kind=Cached", None).await;
+    assert!(cached.as_array().unwrap().contains(&json!(ENV_CONTEXT)));
+    // Unknown remote contexts with fetching off: 503 LdContextNotAvailable.
+    let r = s.get("/entities/urn:ngsi-ld:Bridge:paton", Some("https://example.invalid/ctx.jsonld")).await;
+    let p = problem(r, 503).await;
+    assert_eq!(p["type"], "https://uri.etsi.org/ngsi-ld/errors/LdContextNotAvailable");
+}
+
+#[tokio::test]
+async fn health_ready_metrics() {
+    let s = TestServer::start().await;
+    let r = s.client.get(format!("{}/health", s.base)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = s.client.get(format!("{}/ready", s.base)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "ready");
+    let r = s.client.get(format!("{}/nothing-here", s.base)).send().await.unwrap();
+    problem(r, 404).await;
+    let r = s.req(Method::PUT, "/entities").send().await.unwrap();
+    problem(r, 405).await;
+}
