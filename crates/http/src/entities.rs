@@ -15,6 +15,20 @@ use crate::problem::ApiResult;
 use crate::request::{self, LimitedBody};
 use crate::{AppState, St};
 
+/// Characters an entity id may hold that cannot stand in a URL path segment as they are.
+const PATH_UNSAFE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'/')
+    .add(b'%');
+
 /// Rendering options from the parameters.
 pub(crate) fn render_options(p: &Params, ctx: &Context) -> Result<RenderOptions, NgsiError> {
     let mut o = RenderOptions::new(p.format()?);
@@ -88,7 +102,7 @@ pub async fn create(State(s): St, headers: HeaderMap, LimitedBody(bytes): Limite
     let id = s.broker.create_entity(&tenant, &ctx, &body).await?;
     s.note_tenant(&tenant);
     let mut r = StatusCode::CREATED.into_response();
-    let loc = format!("/ngsi-ld/v1/entities/{}", percent_encoding::utf8_percent_encode(&id, percent_encoding::NON_ALPHANUMERIC));
+    let loc = format!("/ngsi-ld/v1/entities/{}", percent_encoding::utf8_percent_encode(&id, PATH_UNSAFE));
     if let Ok(v) = HeaderValue::from_str(&loc) {
         r.headers_mut().insert(header::LOCATION, v);
     }

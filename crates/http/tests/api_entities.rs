@@ -87,7 +87,7 @@ async fn ld_json_in_and_out() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    assert_eq!(r.headers()["location"], "/ngsi-ld/v1/entities/urn%3Angsi%2Dld%3AAirQualityObserved%3At2");
+    assert_eq!(r.headers()["location"], "/ngsi-ld/v1/entities/urn:ngsi-ld:AirQualityObserved:t2");
     let r = s
         .req(Method::GET, "/entities/urn:ngsi-ld:AirQualityObserved:t2")
         .header("Accept", "application/ld+json")
