@@ -113,7 +113,7 @@ pub fn compile(p: &EntityQueryParams, ctx: &Context, limit: usize) -> Result<Com
         let mut expr: QExpr =
             misto_query::q::parse(q).map_err(|e| NgsiError::bad_data(format!("q: {e}")))?;
         expr.map_attribute_names(&mut |n: &str| ctx.expand(n));
-        checks.push(Box::new(move |e: &Entity| expr.matches(&Value::Object(e.clone()))));
+        checks.push(Box::new(move |e: &Entity| expr.matches_map(e)));
     }
     let geo = match (&p.geo_json, &p.geo.georel) {
         (Some(j), _) => Some(GeoQuery::from_json(j).map_err(|e| NgsiError::bad_data(format!("geoQ: {e}")))?),
