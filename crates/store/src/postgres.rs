@@ -70,7 +70,7 @@ impl PgStore {
             .connect_with(opts)
             .await?;
         // PostGIS is optional: creating it needs privileges and the package; the box index serves otherwise.
-        let _ = sqlx::query("CREATE EXTENSION IF NOT EXISTS postgis").execute(&pool).await;
+        let _ = sqlx::query("CREATE EXTENSION IF NOT EXISTS postgis SCHEMA public").execute(&pool).await;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         let postgis: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'postgis')")
             .fetch_one(&pool)
