@@ -17,8 +17,11 @@ impl Broker {
                 types
                     .iter()
                     .map(|t| {
-                        let names: BTreeSet<String> =
-                            t.attributes.iter().map(|(a, _, _)| ctx.compact(a)).collect();
+                        let names: BTreeSet<String> = t
+                            .attributes
+                            .iter()
+                            .map(|(a, _, _)| ctx.compact(a))
+                            .collect();
                         json!({
                             "id": t.type_iri,
                             "type": "EntityType",
@@ -82,7 +85,12 @@ impl Broker {
     }
 
     /// `GET /attributes`
-    pub async fn list_attributes(&self, tenant: &str, ctx: &Context, details: bool) -> Result<Value> {
+    pub async fn list_attributes(
+        &self,
+        tenant: &str,
+        ctx: &Context,
+        details: bool,
+    ) -> Result<Value> {
         let table = self.attribute_table(tenant).await?;
         if details {
             return Ok(Value::Array(

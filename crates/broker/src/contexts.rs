@@ -141,23 +141,37 @@ impl ContextStore {
                     stack.push(path);
                     continue;
                 }
-                let Some(ext) = path.extension().and_then(|e| e.to_str()) else { continue };
+                let Some(ext) = path.extension().and_then(|e| e.to_str()) else {
+                    continue;
+                };
                 if ext != "jsonld" && ext != "json" {
                     continue;
                 }
-                let Ok(text) = std::fs::read_to_string(&path) else { continue };
-                let Ok(body) = serde_json::from_str::<Value>(&text) else { continue };
+                let Ok(text) = std::fs::read_to_string(&path) else {
+                    continue;
+                };
+                let Ok(body) = serde_json::from_str::<Value>(&text) else {
+                    continue;
+                };
                 if body.get("@context").is_none() {
                     continue;
                 }
-                let rel = path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().to_string();
+                let rel = path
+                    .strip_prefix(dir)
+                    .unwrap_or(&path)
+                    .to_string_lossy()
+                    .to_string();
                 let urls: Vec<String> = mapping
                     .iter()
                     .filter(|(f, _)| **f == rel)
                     .map(|(_, u)| u.clone())
                     .collect();
                 if urls.is_empty() {
-                    self.insert(&format!("file://{}", path.display()), ContextKind::Cached, body);
+                    self.insert(
+                        &format!("file://{}", path.display()),
+                        ContextKind::Cached,
+                        body,
+                    );
                 } else {
                     for u in urls {
                         self.insert(&u, ContextKind::Cached, body.clone());
@@ -204,7 +218,8 @@ impl ContextStore {
         if bytes.len() > 4 << 20 {
             return Err(unavailable("the document is larger than 4 MiB".into()));
         }
-        let body: Value = serde_json::from_slice(&bytes).map_err(|e| unavailable(format!("not JSON: {e}")))?;
+        let body: Value =
+            serde_json::from_slice(&bytes).map_err(|e| unavailable(format!("not JSON: {e}")))?;
         if !body.is_object() || body.get("@context").is_none() {
             return Err(NgsiError::new(
                 ErrorKind::LdContextNotAvailable,
@@ -242,19 +257,25 @@ impl ContextStore {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(NgsiError::bad_data("@context references too many remote contexts"))
+        Err(NgsiError::bad_data(
+            "@context references too many remote contexts",
+        ))
     }
 
     /// `POST /jsonldContexts`: host a context; returns its URL.
     pub fn create_hosted(&self, body: Value) -> Result<String, NgsiError> {
-        let inner = body
-            .get("@context")
-            .ok_or_else(|| NgsiError::bad_data("the body must be a JSON object with an @context member"))?;
+        let inner = body.get("@context").ok_or_else(|| {
+            NgsiError::bad_data("the body must be a JSON object with an @context member")
+        })?;
         if !(inner.is_object() || inner.is_array() || inner.is_string()) {
-            return Err(NgsiError::bad_data("@context must be an object, an array or a URL"));
+            return Err(NgsiError::bad_data(
+                "@context must be an object, an array or a URL",
+            ));
         }
         // Validate it builds (remote parts may be missing; that is fine for hosting).
-        if let Err(ContextBuildError::Invalid(d)) = Context::build(inner, &|_| Some(json!({"@context": {}}))) {
+        if let Err(ContextBuildError::Invalid(d)) =
+            Context::build(inner, &|_| Some(json!({"@context": {}})))
+        {
             return Err(NgsiError::bad_data(d));
         }
         let id = format!("urn:ngsi-ld:Context:{}", uuid::Uuid::new_v4());
@@ -287,7 +308,11 @@ impl ContextStore {
         let id = format!("urn:ngsi-ld:Context:implicit-{:016x}", h.finish());
         let base = self.base_url.read().map(|b| b.clone()).unwrap_or_default();
         let url = format!("{base}{id}");
-        let exists = self.docs.read().map(|d| d.contains_key(&url)).unwrap_or(false);
+        let exists = self
+            .docs
+            .read()
+            .map(|d| d.contains_key(&url))
+            .unwrap_or(false);
         if !exists {
             if let Ok(mut docs) = self.docs.write() {
                 docs.insert(
@@ -336,9 +361,16 @@ impl ContextStore {
         let kind = match kind {
             None => None,
             Some(k @ ("Hosted" | "Cached" | "ImplicitlyCreated")) => Some(k.to_string()),
-            Some(other) => return Err(NgsiError::bad_data(format!("unknown context kind '{other}'"))),
+            Some(other) => {
+                return Err(NgsiError::bad_data(format!(
+                    "unknown context kind '{other}'"
+                )))
+            }
         };
-        let docs = self.docs.read().map_err(|_| NgsiError::internal("context store poisoned"))?;
+        let docs = self
+            .docs
+            .read()
+            .map_err(|_| NgsiError::internal("context store poisoned"))?;
         let mut items: Vec<&StoredContext> = docs
             .values()
             .filter(|d| kind.as_deref().is_none_or(|k| d.kind.as_str() == k))
@@ -347,7 +379,13 @@ impl ContextStore {
         Ok(Value::Array(
             items
                 .into_iter()
-                .map(|d| if details { info(d) } else { Value::String(d.url.clone()) })
+                .map(|d| {
+                    if details {
+                        info(d)
+                    } else {
+                        Value::String(d.url.clone())
+                    }
+                })
                 .collect(),
         ))
     }

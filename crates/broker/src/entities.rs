@@ -4,7 +4,7 @@ use misto_ngsild::entity::{entity_id, Entity, Parser};
 use misto_ngsild::update::{self, UpdateResult};
 use misto_ngsild::validate::{is_uri, now};
 use misto_ngsild::{Context, NgsiError, Result};
-use misto_store::{Change, ModifyFn, Modified};
+use misto_store::{Change, Modified, ModifyFn};
 use serde_json::{Map, Value};
 
 use crate::Broker;
@@ -31,7 +31,9 @@ fn check_id(id: &str) -> Result<()> {
     if is_uri(id) {
         Ok(())
     } else {
-        Err(NgsiError::bad_data(format!("the entity id '{id}' is not a URI")))
+        Err(NgsiError::bad_data(format!(
+            "the entity id '{id}' is not a URI"
+        )))
     }
 }
 
@@ -87,7 +89,11 @@ impl Broker {
     pub async fn create_entity(&self, tenant: &str, ctx: &Context, body: &Value) -> Result<String> {
         let ts = now();
         let e = Parser::new(ctx, &ts).entity(body)?;
-        let id = e.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+        let id = e
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let idc = id.clone();
         self.modify_one(
             tenant,
@@ -104,7 +110,10 @@ impl Broker {
     /// `GET /entities/{id}`: the stored entity.
     pub async fn get_entity(&self, tenant: &str, id: &str) -> Result<Entity> {
         check_id(id)?;
-        self.store.get(tenant, id).await?.ok_or_else(|| not_found(id))
+        self.store
+            .get(tenant, id)
+            .await?
+            .ok_or_else(|| not_found(id))
     }
 
     /// `DELETE /entities/{id}`
@@ -124,7 +133,13 @@ impl Broker {
     }
 
     /// `PUT /entities/{id}`: replace everything but the id and creation time.
-    pub async fn replace_entity(&self, tenant: &str, ctx: &Context, id: &str, body: &Value) -> Result<()> {
+    pub async fn replace_entity(
+        &self,
+        tenant: &str,
+        ctx: &Context,
+        id: &str,
+        body: &Value,
+    ) -> Result<()> {
         check_id(id)?;
         let obj = body_object(body)?;
         check_body_id(obj, id)?;
@@ -157,7 +172,13 @@ impl Broker {
     }
 
     /// `PATCH /entities/{id}`: merge-patch (§5.6.17).
-    pub async fn merge_entity(&self, tenant: &str, ctx: &Context, id: &str, body: &Value) -> Result<()> {
+    pub async fn merge_entity(
+        &self,
+        tenant: &str,
+        ctx: &Context,
+        id: &str,
+        body: &Value,
+    ) -> Result<()> {
         check_id(id)?;
         let obj = body_object(body)?;
         check_body_id(obj, id)?;
@@ -170,7 +191,10 @@ impl Broker {
             Some(t) => Some(parser.entity_types(Some(t))?),
             None => None,
         };
-        let scope = obj.get("scope").map(misto_ngsild::entity::parse_scope).transpose()?;
+        let scope = obj
+            .get("scope")
+            .map(misto_ngsild::entity::parse_scope)
+            .transpose()?;
         let idc = id.to_string();
         self.modify_one(
             tenant,
@@ -214,7 +238,10 @@ impl Broker {
         let ts = now();
         let parser = Parser::new(ctx, &ts);
         let attrs = parser.attributes(obj)?;
-        let scope = obj.get("scope").map(misto_ngsild::entity::parse_scope).transpose()?;
+        let scope = obj
+            .get("scope")
+            .map(misto_ngsild::entity::parse_scope)
+            .transpose()?;
         let idc = id.to_string();
         let out = std::sync::Arc::new(std::sync::Mutex::new(UpdateResult::default()));
         let outc = out.clone();
@@ -245,7 +272,13 @@ impl Broker {
     }
 
     /// `PATCH /entities/{id}/attrs`: update existing attributes only.
-    pub async fn update_attrs(&self, tenant: &str, ctx: &Context, id: &str, body: &Value) -> Result<UpdateResult> {
+    pub async fn update_attrs(
+        &self,
+        tenant: &str,
+        ctx: &Context,
+        id: &str,
+        body: &Value,
+    ) -> Result<UpdateResult> {
         check_id(id)?;
         let obj = body_object(body)?;
         check_body_id(obj, id)?;
@@ -280,7 +313,14 @@ impl Broker {
     }
 
     /// `PATCH /entities/{id}/attrs/{attr}`: partial update of one attribute (instance by datasetId).
-    pub async fn patch_attr(&self, tenant: &str, ctx: &Context, id: &str, attr: &str, body: &Value) -> Result<()> {
+    pub async fn patch_attr(
+        &self,
+        tenant: &str,
+        ctx: &Context,
+        id: &str,
+        attr: &str,
+        body: &Value,
+    ) -> Result<()> {
         check_id(id)?;
         let obj = body_object(body)?;
         let ts = now();
@@ -301,13 +341,17 @@ impl Broker {
                 let list = e
                     .get_mut(&name)
                     .and_then(Value::as_array_mut)
-                    .ok_or_else(|| NgsiError::not_found(format!("entity {idc} has no attribute {attrc}")))?;
+                    .ok_or_else(|| {
+                        NgsiError::not_found(format!("entity {idc} has no attribute {attrc}"))
+                    })?;
                 let target = list
                     .iter_mut()
                     .find(|i| i.get("datasetId").cloned() == ds)
                     .and_then(Value::as_object_mut)
                     .ok_or_else(|| {
-                        NgsiError::not_found(format!("attribute {attrc} has no instance with this datasetId"))
+                        NgsiError::not_found(format!(
+                            "attribute {attrc} has no instance with this datasetId"
+                        ))
                     })?;
                 update::merge_instance(target, inst);
                 e.insert("modifiedAt".into(), Value::String(ts.clone()));
@@ -319,7 +363,14 @@ impl Broker {
     }
 
     /// `PUT /entities/{id}/attrs/{attr}`: replace one attribute instance.
-    pub async fn replace_attr(&self, tenant: &str, ctx: &Context, id: &str, attr: &str, body: &Value) -> Result<()> {
+    pub async fn replace_attr(
+        &self,
+        tenant: &str,
+        ctx: &Context,
+        id: &str,
+        attr: &str,
+        body: &Value,
+    ) -> Result<()> {
         check_id(id)?;
         body_object(body)?;
         let ts = now();
@@ -333,14 +384,20 @@ impl Broker {
             id,
             Box::new(move |cur| {
                 let mut e = cur.cloned().ok_or_else(|| not_found(&idc))?;
-                let exists = e
-                    .get(&name)
-                    .and_then(Value::as_array)
-                    .is_some_and(|l| l.iter().any(|i| i.get("datasetId") == inst.get("datasetId")));
+                let exists = e.get(&name).and_then(Value::as_array).is_some_and(|l| {
+                    l.iter()
+                        .any(|i| i.get("datasetId") == inst.get("datasetId"))
+                });
                 if !exists {
-                    return Err(NgsiError::not_found(format!("entity {idc} has no attribute {attrc}")));
+                    return Err(NgsiError::not_found(format!(
+                        "entity {idc} has no attribute {attrc}"
+                    )));
                 }
-                let r = update::append(&mut e, vec![(name, Value::Array(vec![Value::Object(inst)]))], false);
+                let r = update::append(
+                    &mut e,
+                    vec![(name, Value::Array(vec![Value::Object(inst)]))],
+                    false,
+                );
                 debug_assert!(r.is_complete());
                 e.insert("modifiedAt".into(), Value::String(ts.clone()));
                 Ok(Change::Put(e))
@@ -379,7 +436,9 @@ impl Broker {
                 if !update::delete_attribute(&mut e, &name, ds.as_deref(), delete_all) {
                     return Err(NgsiError::not_found(format!(
                         "entity {idc} has no attribute {attrc}{}",
-                        ds.as_deref().map(|d| format!(" with datasetId {d}")).unwrap_or_default()
+                        ds.as_deref()
+                            .map(|d| format!(" with datasetId {d}"))
+                            .unwrap_or_default()
                     )));
                 }
                 e.insert("modifiedAt".into(), Value::String(ts.clone()));
@@ -391,7 +450,11 @@ impl Broker {
     }
 
     /// Run a batch: each item becomes (id, operation) or an error; one storage transaction for all.
-    async fn run_batch(&self, tenant: &str, items: Vec<Result<(String, ModifyFn), (String, NgsiError)>>) -> Result<BatchOutcome> {
+    async fn run_batch(
+        &self,
+        tenant: &str,
+        items: Vec<Result<(String, ModifyFn), (String, NgsiError)>>,
+    ) -> Result<BatchOutcome> {
         let mut outcome = BatchOutcome::default();
         let mut ops = Vec::new();
         let mut ids = Vec::new();
@@ -428,7 +491,12 @@ impl Broker {
     }
 
     /// `POST /entityOperations/create`
-    pub async fn batch_create(&self, tenant: &str, ctx: &Context, body: &Value) -> Result<BatchOutcome> {
+    pub async fn batch_create(
+        &self,
+        tenant: &str,
+        ctx: &Context,
+        body: &Value,
+    ) -> Result<BatchOutcome> {
         let ts = now();
         let parser = Parser::new(ctx, &ts);
         let mut seen = std::collections::HashSet::new();
@@ -438,7 +506,10 @@ impl Broker {
                 let id = item_id(item);
                 let e = parser.entity(item).map_err(|e| (id.clone(), e))?;
                 if !seen.insert(id.clone()) {
-                    return Err((id.clone(), NgsiError::exists(format!("entity {id} appears twice in the batch"))));
+                    return Err((
+                        id.clone(),
+                        NgsiError::exists(format!("entity {id} appears twice in the batch")),
+                    ));
                 }
                 let idc = id.clone();
                 let f: ModifyFn = Box::new(move |cur| match cur {
@@ -452,7 +523,13 @@ impl Broker {
     }
 
     /// `POST /entityOperations/upsert` (`replace`: whole entities replaced; else attributes appended).
-    pub async fn batch_upsert(&self, tenant: &str, ctx: &Context, body: &Value, replace: bool) -> Result<BatchOutcome> {
+    pub async fn batch_upsert(
+        &self,
+        tenant: &str,
+        ctx: &Context,
+        body: &Value,
+        replace: bool,
+    ) -> Result<BatchOutcome> {
         let ts = now();
         let parser = Parser::new(ctx, &ts);
         let items = Self::batch_items(body)?
@@ -496,14 +573,25 @@ impl Broker {
     }
 
     /// `POST /entityOperations/update` (append attributes to existing entities).
-    pub async fn batch_update(&self, tenant: &str, ctx: &Context, body: &Value, no_overwrite: bool) -> Result<BatchOutcome> {
+    pub async fn batch_update(
+        &self,
+        tenant: &str,
+        ctx: &Context,
+        body: &Value,
+        no_overwrite: bool,
+    ) -> Result<BatchOutcome> {
         let ts = now();
         let parser = Parser::new(ctx, &ts);
         let items = Self::batch_items(body)?
             .iter()
             .map(|item| {
                 let id = item_id(item);
-                let obj = item.as_object().ok_or_else(|| (id.clone(), NgsiError::bad_data("a batch item must be an object")))?;
+                let obj = item.as_object().ok_or_else(|| {
+                    (
+                        id.clone(),
+                        NgsiError::bad_data("a batch item must be an object"),
+                    )
+                })?;
                 entity_id(obj).map_err(|e| (id.clone(), e))?;
                 let attrs = parser.attributes(obj).map_err(|e| (id.clone(), e))?;
                 let idc = id.clone();
@@ -521,7 +609,12 @@ impl Broker {
     }
 
     /// `POST /entityOperations/merge`
-    pub async fn batch_merge(&self, tenant: &str, ctx: &Context, body: &Value) -> Result<BatchOutcome> {
+    pub async fn batch_merge(
+        &self,
+        tenant: &str,
+        ctx: &Context,
+        body: &Value,
+    ) -> Result<BatchOutcome> {
         let ts = now();
         let mut parser = Parser::new(ctx, &ts);
         parser.allow_null = true;
@@ -530,7 +623,12 @@ impl Broker {
             .iter()
             .map(|item| {
                 let id = item_id(item);
-                let obj = item.as_object().ok_or_else(|| (id.clone(), NgsiError::bad_data("a batch item must be an object")))?;
+                let obj = item.as_object().ok_or_else(|| {
+                    (
+                        id.clone(),
+                        NgsiError::bad_data("a batch item must be an object"),
+                    )
+                })?;
                 entity_id(obj).map_err(|e| (id.clone(), e))?;
                 let attrs = parser.attributes(obj).map_err(|e| (id.clone(), e))?;
                 let idc = id.clone();
@@ -552,9 +650,15 @@ impl Broker {
         let items = Self::batch_items(body)?
             .iter()
             .map(|item| {
-                let id = item.as_str().map(str::to_string).unwrap_or_else(|| item.to_string());
+                let id = item
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| item.to_string());
                 if !item.as_str().is_some_and(is_uri) {
-                    return Err((id.clone(), NgsiError::bad_data(format!("'{id}' is not an entity id (a URI)"))));
+                    return Err((
+                        id.clone(),
+                        NgsiError::bad_data(format!("'{id}' is not an entity id (a URI)")),
+                    ));
                 }
                 let idc = id.clone();
                 let f: ModifyFn = Box::new(move |cur| match cur {

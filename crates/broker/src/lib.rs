@@ -43,7 +43,11 @@ pub struct Broker {
 }
 
 impl Broker {
-    pub fn new(store: Arc<dyn EntityStore>, contexts: Arc<ContextStore>, config: BrokerConfig) -> Self {
+    pub fn new(
+        store: Arc<dyn EntityStore>,
+        contexts: Arc<ContextStore>,
+        config: BrokerConfig,
+    ) -> Self {
         let (changes, _) = tokio::sync::broadcast::channel(4096);
         Broker {
             store,

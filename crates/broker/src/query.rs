@@ -67,6 +67,9 @@ impl EntityQueryParams {
     }
 }
 
+/// One exact condition on a candidate entity.
+type Check = Box<dyn Fn(&Entity) -> bool + Send + Sync>;
+
 /// Compile parameters in a context.
 pub fn compile(p: &EntityQueryParams, ctx: &Context, limit: usize) -> Result<CompiledQuery> {
     let mut store = EntityQuery {
@@ -75,7 +78,7 @@ pub fn compile(p: &EntityQueryParams, ctx: &Context, limit: usize) -> Result<Com
         count: p.count,
         ..Default::default()
     };
-    let mut checks: Vec<Box<dyn Fn(&Entity) -> bool + Send + Sync>> = Vec::new();
+    let mut checks: Vec<Check> = Vec::new();
 
     if let Some(ids) = &p.ids {
         for id in ids {
@@ -89,9 +92,13 @@ pub fn compile(p: &EntityQueryParams, ctx: &Context, limit: usize) -> Result<Com
         let re = regex::RegexBuilder::new(pat)
             .size_limit(1 << 20)
             .build()
-            .map_err(|e| NgsiError::bad_data(format!("idPattern is not a valid regular expression: {e}")))?;
+            .map_err(|e| {
+                NgsiError::bad_data(format!("idPattern is not a valid regular expression: {e}"))
+            })?;
         checks.push(Box::new(move |e: &Entity| {
-            e.get("id").and_then(Value::as_str).is_some_and(|id| re.is_match(id))
+            e.get("id")
+                .and_then(Value::as_str)
+                .is_some_and(|id| re.is_match(id))
         }));
     }
     if let Some(t) = &p.types {
@@ -105,9 +112,14 @@ pub fn compile(p: &EntityQueryParams, ctx: &Context, limit: usize) -> Result<Com
             checks.push(Box::new(move |e: &Entity| te.matches(&types(e))));
         }
     }
-    let attrs: Option<HashSet<String>> = p.attrs.as_ref().map(|a| a.iter().map(|n| ctx.expand(n)).collect());
+    let attrs: Option<HashSet<String>> = p
+        .attrs
+        .as_ref()
+        .map(|a| a.iter().map(|n| ctx.expand(n)).collect());
     if let Some(want) = attrs.clone() {
-        checks.push(Box::new(move |e: &Entity| attribute_names(e).any(|n| want.contains(n))));
+        checks.push(Box::new(move |e: &Entity| {
+            attribute_names(e).any(|n| want.contains(n))
+        }));
     }
     if let Some(q) = &p.q {
         let mut expr: QExpr =
@@ -116,7 +128,9 @@ pub fn compile(p: &EntityQueryParams, ctx: &Context, limit: usize) -> Result<Com
         checks.push(Box::new(move |e: &Entity| expr.matches_map(e)));
     }
     let geo = match (&p.geo_json, &p.geo.georel) {
-        (Some(j), _) => Some(GeoQuery::from_json(j).map_err(|e| NgsiError::bad_data(format!("geoQ: {e}")))?),
+        (Some(j), _) => {
+            Some(GeoQuery::from_json(j).map_err(|e| NgsiError::bad_data(format!("geoQ: {e}")))?)
+        }
         (None, Some(rel)) => Some(
             GeoQuery::from_params(
                 rel,
@@ -128,7 +142,9 @@ pub fn compile(p: &EntityQueryParams, ctx: &Context, limit: usize) -> Result<Com
         ),
         (None, None) => {
             if p.geo.geometry.is_some() || p.geo.coordinates.is_some() {
-                return Err(NgsiError::bad_data("geoQ: geometry and coordinates need georel"));
+                return Err(NgsiError::bad_data(
+                    "geoQ: geometry and coordinates need georel",
+                ));
             }
             None
         }
@@ -167,16 +183,26 @@ pub fn compile(p: &EntityQueryParams, ctx: &Context, limit: usize) -> Result<Com
 
 impl Broker {
     /// Query entities.
-    pub async fn query_entities(&self, tenant: &str, ctx: &Context, p: &EntityQueryParams) -> Result<QueryResult> {
+    pub async fn query_entities(
+        &self,
+        tenant: &str,
+        ctx: &Context,
+        p: &EntityQueryParams,
+    ) -> Result<QueryResult> {
         let limit = p.limit.unwrap_or(self.config.default_limit);
         if limit > self.config.max_limit {
             return Err(NgsiError::new(
                 misto_ngsild::ErrorKind::TooManyResults,
-                format!("limit {limit} is above the maximum of {}", self.config.max_limit),
+                format!(
+                    "limit {limit} is above the maximum of {}",
+                    self.config.max_limit
+                ),
             ));
         }
         if limit == 0 && !p.count {
-            return Err(NgsiError::bad_data("limit=0 is only allowed together with count=true"));
+            return Err(NgsiError::bad_data(
+                "limit=0 is only allowed together with count=true",
+            ));
         }
         let c = compile(p, ctx, limit)?;
         let page = self.store.query(tenant, &c.store).await?;
@@ -187,8 +213,18 @@ impl Broker {
     }
 
     /// `DELETE /entities?type=…` (V1.9 purge): delete every matching entity; returns how many.
-    pub async fn purge_entities(&self, tenant: &str, ctx: &Context, p: &EntityQueryParams) -> Result<usize> {
-        if p.types.is_none() && p.ids.is_none() && p.id_pattern.is_none() && p.q.is_none() && p.scope_q.is_none() {
+    pub async fn purge_entities(
+        &self,
+        tenant: &str,
+        ctx: &Context,
+        p: &EntityQueryParams,
+    ) -> Result<usize> {
+        if p.types.is_none()
+            && p.ids.is_none()
+            && p.id_pattern.is_none()
+            && p.q.is_none()
+            && p.scope_q.is_none()
+        {
             return Err(NgsiError::bad_data(
                 "purging entities needs at least one of type, id, idPattern, q or scopeQ",
             ));

@@ -12,7 +12,11 @@ pub enum TypeExpr {
 impl TypeExpr {
     /// Parse; `,` and `|` are OR, `;` is AND (binds tighter), parentheses group.
     pub fn parse(s: &str) -> Result<TypeExpr, NgsiError> {
-        let mut p = P { s: s.as_bytes(), i: 0, depth: 0 };
+        let mut p = P {
+            s: s.as_bytes(),
+            i: 0,
+            depth: 0,
+        };
         let e = p.or()?;
         if p.i != p.s.len() {
             return Err(NgsiError::bad_data(format!(
@@ -70,7 +74,11 @@ impl P<'_> {
             self.i += 1;
             items.push(self.and()?);
         }
-        Ok(if items.len() == 1 { items.remove(0) } else { TypeExpr::Or(items) })
+        Ok(if items.len() == 1 {
+            items.remove(0)
+        } else {
+            TypeExpr::Or(items)
+        })
     }
     fn and(&mut self) -> Result<TypeExpr, NgsiError> {
         let mut items = vec![self.atom()?];
@@ -78,7 +86,11 @@ impl P<'_> {
             self.i += 1;
             items.push(self.atom()?);
         }
-        Ok(if items.len() == 1 { items.remove(0) } else { TypeExpr::And(items) })
+        Ok(if items.len() == 1 {
+            items.remove(0)
+        } else {
+            TypeExpr::And(items)
+        })
     }
     fn atom(&mut self) -> Result<TypeExpr, NgsiError> {
         if self.i < self.s.len() && self.s[self.i] == b'(' {
@@ -89,7 +101,10 @@ impl P<'_> {
             self.i += 1;
             let e = self.or()?;
             if self.i >= self.s.len() || self.s[self.i] != b')' {
-                return Err(NgsiError::bad_data(format!("type: missing ')' at position {}", self.i)));
+                return Err(NgsiError::bad_data(format!(
+                    "type: missing ')' at position {}",
+                    self.i
+                )));
             }
             self.i += 1;
             self.depth -= 1;
@@ -99,9 +114,13 @@ impl P<'_> {
         while self.i < self.s.len() && !matches!(self.s[self.i], b',' | b'|' | b';' | b'(' | b')') {
             self.i += 1;
         }
-        let name = std::str::from_utf8(&self.s[start..self.i]).unwrap_or("").trim();
+        let name = std::str::from_utf8(&self.s[start..self.i])
+            .unwrap_or("")
+            .trim();
         if name.is_empty() {
-            return Err(NgsiError::bad_data(format!("type: a type name is missing at position {start}")));
+            return Err(NgsiError::bad_data(format!(
+                "type: a type name is missing at position {start}"
+            )));
         }
         misto_ngsild::validate::check_name(name)
             .map_err(|e| NgsiError::bad_data(format!("type: {e}")))?;
@@ -134,9 +153,10 @@ impl ScopeQuery {
     }
 
     pub fn matches(&self, scopes: &[&str]) -> bool {
-        self.0
-            .iter()
-            .any(|ands| ands.iter().all(|t| scopes.iter().any(|s| scope_matches(t, s))))
+        self.0.iter().any(|ands| {
+            ands.iter()
+                .all(|t| scopes.iter().any(|s| scope_matches(t, s)))
+        })
     }
 }
 
@@ -174,7 +194,9 @@ mod tests {
         let q = ScopeQuery::parse("/Kyiv/#").unwrap();
         assert!(q.matches(&["/Kyiv"]) && q.matches(&["/Kyiv/Podil"]) && !q.matches(&["/Lviv"]));
         let q = ScopeQuery::parse("/Kyiv/+").unwrap();
-        assert!(q.matches(&["/Kyiv/Podil"]) && !q.matches(&["/Kyiv"]) && !q.matches(&["/Kyiv/Podil/x"]));
+        assert!(
+            q.matches(&["/Kyiv/Podil"]) && !q.matches(&["/Kyiv"]) && !q.matches(&["/Kyiv/Podil/x"])
+        );
         let q = ScopeQuery::parse("/a;/b").unwrap();
         assert!(q.matches(&["/a", "/b"]) && !q.matches(&["/a"]));
         assert!(ScopeQuery::parse("a").is_err());

@@ -15,8 +15,17 @@ pub async fn types(State(s): St, headers: HeaderMap, RawQuery(q): RawQuery) -> A
     let accept = request::accept(&headers, false)?;
     let tenant = request::read_tenant(&s, &headers)?;
     let ctx = request::context(&s, &headers).await?;
-    let body = s.broker.list_types(&tenant, &ctx, p.bool("details")?).await?;
-    respond(StatusCode::OK, body, &ctx, accept, request::link_for(&s, &ctx))
+    let body = s
+        .broker
+        .list_types(&tenant, &ctx, p.bool("details")?)
+        .await?;
+    respond(
+        StatusCode::OK,
+        body,
+        &ctx,
+        accept,
+        request::link_for(&s, &ctx),
+    )
 }
 
 pub async fn type_info(State(s): St, headers: HeaderMap, Path(t): Path<String>) -> ApiResult {
@@ -24,7 +33,13 @@ pub async fn type_info(State(s): St, headers: HeaderMap, Path(t): Path<String>) 
     let tenant = request::read_tenant(&s, &headers)?;
     let ctx = request::context(&s, &headers).await?;
     let body = s.broker.type_info(&tenant, &ctx, &t).await?;
-    respond(StatusCode::OK, body, &ctx, accept, request::link_for(&s, &ctx))
+    respond(
+        StatusCode::OK,
+        body,
+        &ctx,
+        accept,
+        request::link_for(&s, &ctx),
+    )
 }
 
 pub async fn attributes(State(s): St, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
@@ -32,8 +47,17 @@ pub async fn attributes(State(s): St, headers: HeaderMap, RawQuery(q): RawQuery)
     let accept = request::accept(&headers, false)?;
     let tenant = request::read_tenant(&s, &headers)?;
     let ctx = request::context(&s, &headers).await?;
-    let body = s.broker.list_attributes(&tenant, &ctx, p.bool("details")?).await?;
-    respond(StatusCode::OK, body, &ctx, accept, request::link_for(&s, &ctx))
+    let body = s
+        .broker
+        .list_attributes(&tenant, &ctx, p.bool("details")?)
+        .await?;
+    respond(
+        StatusCode::OK,
+        body,
+        &ctx,
+        accept,
+        request::link_for(&s, &ctx),
+    )
 }
 
 pub async fn attribute_info(State(s): St, headers: HeaderMap, Path(a): Path<String>) -> ApiResult {
@@ -41,12 +65,23 @@ pub async fn attribute_info(State(s): St, headers: HeaderMap, Path(a): Path<Stri
     let tenant = request::read_tenant(&s, &headers)?;
     let ctx = request::context(&s, &headers).await?;
     let body = s.broker.attribute_info(&tenant, &ctx, &a).await?;
-    respond(StatusCode::OK, body, &ctx, accept, request::link_for(&s, &ctx))
+    respond(
+        StatusCode::OK,
+        body,
+        &ctx,
+        accept,
+        request::link_for(&s, &ctx),
+    )
 }
 
-fn plain_json(status: StatusCode, body: serde_json::Value, ctype: &'static str) -> axum::response::Response {
+fn plain_json(
+    status: StatusCode,
+    body: serde_json::Value,
+    ctype: &'static str,
+) -> axum::response::Response {
     let mut r = (status, body.to_string()).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     r
 }
 
@@ -56,7 +91,11 @@ pub async fn list_contexts(State(s): St, RawQuery(q): RawQuery) -> ApiResult {
     Ok(plain_json(StatusCode::OK, body, "application/json"))
 }
 
-pub async fn create_context(State(s): St, headers: HeaderMap, LimitedBody(bytes): LimitedBody) -> ApiResult {
+pub async fn create_context(
+    State(s): St,
+    headers: HeaderMap,
+    LimitedBody(bytes): LimitedBody,
+) -> ApiResult {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -90,11 +129,19 @@ pub async fn get_context(State(s): St, Path(id): Path<String>, RawQuery(q): RawQ
     Ok(plain_json(
         StatusCode::OK,
         body,
-        if details { "application/json" } else { "application/ld+json" },
+        if details {
+            "application/json"
+        } else {
+            "application/ld+json"
+        },
     ))
 }
 
-pub async fn delete_context(State(s): St, Path(id): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
+pub async fn delete_context(
+    State(s): St,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
     let p = request::params(q.as_deref())?;
     s.broker.contexts.delete(&id, p.bool("reload")?).await?;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -69,7 +69,11 @@ pub(crate) fn render_options(p: &Params, ctx: &Context) -> Result<RenderOptions,
         expand_names(omit, &mut o, false);
     }
     if let Some(lang) = p.non_empty("lang")? {
-        o.lang = Some(lang.split(',').map(|s| s.split(';').next().unwrap_or("").trim().to_string()).collect());
+        o.lang = Some(
+            lang.split(',')
+                .map(|s| s.split(';').next().unwrap_or("").trim().to_string())
+                .collect(),
+        );
     }
     Ok(o)
 }
@@ -92,17 +96,27 @@ fn update_response(r: UpdateResult, ctx: &Context) -> Response {
         "notUpdated": r.not_updated.iter().map(|(n, why)| json!({"attributeName": ctx.compact(n), "reason": why})).collect::<Vec<_>>(),
     });
     let mut resp = (StatusCode::MULTI_STATUS, body.to_string()).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
-pub async fn create(State(s): St, headers: HeaderMap, LimitedBody(bytes): LimitedBody) -> ApiResult {
+pub async fn create(
+    State(s): St,
+    headers: HeaderMap,
+    LimitedBody(bytes): LimitedBody,
+) -> ApiResult {
     let tenant = request::tenant(&headers)?;
     let (body, ctx) = request::body(&s, &headers, &bytes, false).await?;
     let id = s.broker.create_entity(&tenant, &ctx, &body).await?;
     s.note_tenant(&tenant);
     let mut r = StatusCode::CREATED.into_response();
-    let loc = format!("/ngsi-ld/v1/entities/{}", percent_encoding::utf8_percent_encode(&id, PATH_UNSAFE));
+    let loc = format!(
+        "/ngsi-ld/v1/entities/{}",
+        percent_encoding::utf8_percent_encode(&id, PATH_UNSAFE)
+    );
     if let Ok(v) = HeaderValue::from_str(&loc) {
         r.headers_mut().insert(header::LOCATION, v);
     }
@@ -114,7 +128,12 @@ pub async fn create(State(s): St, headers: HeaderMap, LimitedBody(bytes): Limite
     Ok(r)
 }
 
-pub async fn retrieve(State(s): St, headers: HeaderMap, Path(id): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
+pub async fn retrieve(
+    State(s): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
     let p = request::params(q.as_deref())?;
     let accept = request::accept(&headers, true)?;
     let tenant = request::read_tenant(&s, &headers)?;
@@ -128,7 +147,13 @@ pub async fn retrieve(State(s): St, headers: HeaderMap, Path(id): Path<String>, 
     } else {
         render_entity(&e, &ctx, &opts)
     };
-    respond(StatusCode::OK, body, &ctx, accept, request::link_for(&s, &ctx))
+    respond(
+        StatusCode::OK,
+        body,
+        &ctx,
+        accept,
+        request::link_for(&s, &ctx),
+    )
 }
 
 /// Parse the query parameters of GET /entities (and purge).
@@ -172,7 +197,13 @@ pub(crate) fn query_response(
             "@context": ctx.source(),
         })
     } else {
-        Value::Array(result.entities.iter().map(|e| render_entity(e, ctx, opts)).collect())
+        Value::Array(
+            result
+                .entities
+                .iter()
+                .map(|e| render_entity(e, ctx, opts))
+                .collect(),
+        )
     };
     let mut r = respond(StatusCode::OK, body, ctx, accept, request::link_for(s, ctx))?;
     if let Some(total) = result.total {
@@ -209,14 +240,24 @@ pub async fn purge(State(s): St, headers: HeaderMap, RawQuery(q): RawQuery) -> A
     Ok(no_content())
 }
 
-pub async fn replace(State(s): St, headers: HeaderMap, Path(id): Path<String>, LimitedBody(bytes): LimitedBody) -> ApiResult {
+pub async fn replace(
+    State(s): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    LimitedBody(bytes): LimitedBody,
+) -> ApiResult {
     let tenant = request::tenant(&headers)?;
     let (body, ctx) = request::body(&s, &headers, &bytes, false).await?;
     s.broker.replace_entity(&tenant, &ctx, &id, &body).await?;
     Ok(no_content())
 }
 
-pub async fn merge(State(s): St, headers: HeaderMap, Path(id): Path<String>, LimitedBody(bytes): LimitedBody) -> ApiResult {
+pub async fn merge(
+    State(s): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    LimitedBody(bytes): LimitedBody,
+) -> ApiResult {
     let tenant = request::tenant(&headers)?;
     let (body, ctx) = request::body(&s, &headers, &bytes, true).await?;
     s.broker.merge_entity(&tenant, &ctx, &id, &body).await?;
@@ -246,7 +287,12 @@ pub async fn append_attrs(
     Ok(update_response(r, &ctx))
 }
 
-pub async fn update_attrs(State(s): St, headers: HeaderMap, Path(id): Path<String>, LimitedBody(bytes): LimitedBody) -> ApiResult {
+pub async fn update_attrs(
+    State(s): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    LimitedBody(bytes): LimitedBody,
+) -> ApiResult {
     let tenant = request::tenant(&headers)?;
     let (body, ctx) = request::body(&s, &headers, &bytes, false).await?;
     let r = s.broker.update_attrs(&tenant, &ctx, &id, &body).await?;
@@ -261,7 +307,9 @@ pub async fn patch_attr(
 ) -> ApiResult {
     let tenant = request::tenant(&headers)?;
     let (body, ctx) = request::body(&s, &headers, &bytes, true).await?;
-    s.broker.patch_attr(&tenant, &ctx, &id, &attr, &body).await?;
+    s.broker
+        .patch_attr(&tenant, &ctx, &id, &attr, &body)
+        .await?;
     Ok(no_content())
 }
 
@@ -273,7 +321,9 @@ pub async fn replace_attr(
 ) -> ApiResult {
     let tenant = request::tenant(&headers)?;
     let (body, ctx) = request::body(&s, &headers, &bytes, false).await?;
-    s.broker.replace_attr(&tenant, &ctx, &id, &attr, &body).await?;
+    s.broker
+        .replace_attr(&tenant, &ctx, &id, &attr, &body)
+        .await?;
     Ok(no_content())
 }
 
@@ -287,7 +337,14 @@ pub async fn delete_attr(
     let tenant = request::read_tenant(&s, &headers)?;
     let ctx = request::context(&s, &headers).await?;
     s.broker
-        .delete_attr(&tenant, &ctx, &id, &attr, p.non_empty("datasetId")?, p.bool("deleteAll")?)
+        .delete_attr(
+            &tenant,
+            &ctx,
+            &id,
+            &attr,
+            p.non_empty("datasetId")?,
+            p.bool("deleteAll")?,
+        )
         .await?;
     Ok(no_content())
 }

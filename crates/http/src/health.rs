@@ -11,30 +11,41 @@ use crate::St;
 
 pub async fn health() -> Response {
     let mut r = (StatusCode::OK, json!({"status": "alive"}).to_string()).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
 pub async fn ready(State(s): St) -> ApiResult {
     let started = std::time::Instant::now();
-    s.broker
-        .store
-        .ping()
-        .await
-        .map_err(|e| problem(ErrorKind::ServiceUnavailable, format!("storage does not answer: {e}")))?;
+    s.broker.store.ping().await.map_err(|e| {
+        problem(
+            ErrorKind::ServiceUnavailable,
+            format!("storage does not answer: {e}"),
+        )
+    })?;
     let mut r = (
         StatusCode::OK,
         json!({"status": "ready", "storage": s.broker.store.backend(), "storageLatencyMs": started.elapsed().as_secs_f64() * 1000.0}).to_string(),
     )
         .into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     Ok(r)
 }
 
 pub async fn metrics(State(s): St) -> ApiResult {
     if let Ok(tenants) = s.broker.store.tenants().await {
         for (t, n) in tenants {
-            let name = if t.is_empty() { "default".to_string() } else { t };
+            let name = if t.is_empty() {
+                "default".to_string()
+            } else {
+                t
+            };
             metrics::gauge!("misto_entities", "tenant" => name).set(n as f64);
         }
     }
@@ -55,10 +66,18 @@ pub struct Problem404;
 
 impl IntoResponse for Problem404 {
     fn into_response(self) -> Response {
-        problem(ErrorKind::ResourceNotFound, "no such resource: check the path").into_response()
+        problem(
+            ErrorKind::ResourceNotFound,
+            "no such resource: check the path",
+        )
+        .into_response()
     }
 }
 
 pub async fn method_not_allowed() -> Response {
-    problem(ErrorKind::MethodNotAllowed, "this method is not allowed on this resource").into_response()
+    problem(
+        ErrorKind::MethodNotAllowed,
+        "this method is not allowed on this resource",
+    )
+    .into_response()
 }

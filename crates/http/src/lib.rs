@@ -50,7 +50,11 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub async fn new(broker: Broker, config: HttpConfig, metrics: Option<PrometheusHandle>) -> Self {
+    pub async fn new(
+        broker: Broker,
+        config: HttpConfig,
+        metrics: Option<PrometheusHandle>,
+    ) -> Self {
         let mut known = HashSet::new();
         if let Ok(list) = broker.store.tenants().await {
             known.extend(list.into_iter().map(|(t, _)| t));
@@ -84,7 +88,9 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route(
             "/entities",
-            get(entities::query).post(entities::create).delete(entities::purge),
+            get(entities::query)
+                .post(entities::create)
+                .delete(entities::purge),
         )
         .route(
             "/entities/{id}",

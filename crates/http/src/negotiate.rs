@@ -74,7 +74,9 @@ pub fn link_context(headers: &HeaderMap) -> Result<Option<String>, NgsiError> {
                 .map(|(u, _)| u.trim().to_string())
                 .ok_or_else(|| NgsiError::bad_data(format!("malformed Link header '{link}'")))?;
             if url.is_empty() || !url.contains(':') {
-                return Err(NgsiError::bad_data(format!("the Link header's context '{url}' is not a URL")));
+                return Err(NgsiError::bad_data(format!(
+                    "the Link header's context '{url}' is not a URL"
+                )));
             }
             found = Some(url);
         }
@@ -90,11 +92,21 @@ pub struct JsonBody {
 }
 
 /// Check the content type and parse the body.
-pub fn json_body(headers: &HeaderMap, bytes: &[u8], allow_merge_patch: bool) -> Result<JsonBody, NgsiError> {
+pub fn json_body(
+    headers: &HeaderMap,
+    bytes: &[u8],
+    allow_merge_patch: bool,
+) -> Result<JsonBody, NgsiError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|s| s.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+        .map(|s| {
+            s.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
     let ld = match ct.as_deref() {
         Some("application/json") => false,
         Some("application/merge-patch+json") if allow_merge_patch => false,
@@ -144,7 +156,9 @@ pub fn json_body(headers: &HeaderMap, bytes: &[u8], allow_merge_patch: bool) -> 
             _ => None,
         };
         Some(ctx.ok_or_else(|| {
-            NgsiError::bad_data("with Content-Type application/ld+json the body must carry an @context")
+            NgsiError::bad_data(
+                "with Content-Type application/ld+json the body must carry an @context",
+            )
         })?)
     } else {
         let has_ctx = match &body {
@@ -176,7 +190,13 @@ pub fn link_header(url: &str) -> HeaderValue {
 }
 
 /// A JSON response carrying `ctx` the way `accept` asks: `@context` in the body (JSON-LD, GeoJSON) or a Link.
-pub fn respond(status: StatusCode, mut body: Value, ctx: &Context, accept: Accept, link_url: Option<String>) -> ApiResult {
+pub fn respond(
+    status: StatusCode,
+    mut body: Value,
+    ctx: &Context,
+    accept: Accept,
+    link_url: Option<String>,
+) -> ApiResult {
     let ctype = match accept {
         Accept::JsonLd => {
             let c = ctx.source();
@@ -198,9 +218,11 @@ pub fn respond(status: StatusCode, mut body: Value, ctx: &Context, accept: Accep
         Accept::GeoJson => "application/geo+json",
         Accept::Json => "application/json",
     };
-    let bytes = serde_json::to_vec(&body).map_err(|e| problem(ErrorKind::InternalError, e.to_string()))?;
+    let bytes =
+        serde_json::to_vec(&body).map_err(|e| problem(ErrorKind::InternalError, e.to_string()))?;
     let mut r = (status, bytes).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     if accept != Accept::JsonLd {
         if let Some(url) = link_url {
             r.headers_mut().insert(header::LINK, link_header(&url));

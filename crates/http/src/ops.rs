@@ -18,17 +18,27 @@ fn multi_status(o: &BatchOutcome) -> Response {
         "errors": o.errors.iter().map(|(id, e)| json!({"entityId": id, "error": e.to_problem()})).collect::<Vec<_>>(),
     });
     let mut r = (StatusCode::MULTI_STATUS, body.to_string()).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
 fn json_response(status: StatusCode, body: Value) -> Response {
     let mut r = (status, body.to_string()).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
-pub async fn create(State(s): St, headers: HeaderMap, LimitedBody(bytes): LimitedBody) -> ApiResult {
+pub async fn create(
+    State(s): St,
+    headers: HeaderMap,
+    LimitedBody(bytes): LimitedBody,
+) -> ApiResult {
     let tenant = request::tenant(&headers)?;
     let (body, ctx) = request::body(&s, &headers, &bytes, false).await?;
     let o = s.broker.batch_create(&tenant, &ctx, &body).await?;
@@ -41,7 +51,12 @@ pub async fn create(State(s): St, headers: HeaderMap, LimitedBody(bytes): Limite
     Ok(multi_status(&o))
 }
 
-pub async fn upsert(State(s): St, headers: HeaderMap, RawQuery(q): RawQuery, LimitedBody(bytes): LimitedBody) -> ApiResult {
+pub async fn upsert(
+    State(s): St,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    LimitedBody(bytes): LimitedBody,
+) -> ApiResult {
     let p = request::params(q.as_deref())?;
     let tenant = request::tenant(&headers)?;
     let (body, ctx) = request::body(&s, &headers, &bytes, false).await?;
@@ -64,7 +79,12 @@ pub async fn upsert(State(s): St, headers: HeaderMap, RawQuery(q): RawQuery, Lim
     }
 }
 
-pub async fn update(State(s): St, headers: HeaderMap, RawQuery(q): RawQuery, LimitedBody(bytes): LimitedBody) -> ApiResult {
+pub async fn update(
+    State(s): St,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    LimitedBody(bytes): LimitedBody,
+) -> ApiResult {
     let p = request::params(q.as_deref())?;
     let tenant = request::tenant(&headers)?;
     let (body, ctx) = request::body(&s, &headers, &bytes, false).await?;
@@ -90,7 +110,11 @@ pub async fn merge(State(s): St, headers: HeaderMap, LimitedBody(bytes): Limited
     }
 }
 
-pub async fn delete(State(s): St, headers: HeaderMap, LimitedBody(bytes): LimitedBody) -> ApiResult {
+pub async fn delete(
+    State(s): St,
+    headers: HeaderMap,
+    LimitedBody(bytes): LimitedBody,
+) -> ApiResult {
     let tenant = request::tenant(&headers)?;
     let (body, _ctx) = request::body(&s, &headers, &bytes, false).await?;
     let o = s.broker.batch_delete(&tenant, &body).await?;
@@ -105,7 +129,9 @@ fn str_member(v: &Value, k: &str) -> Result<Option<String>, NgsiError> {
     match v.get(k) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
-        Some(_) => Err(NgsiError::bad_data(format!("query: {k} must be a non-empty string"))),
+        Some(_) => Err(NgsiError::bad_data(format!(
+            "query: {k} must be a non-empty string"
+        ))),
     }
 }
 
@@ -149,7 +175,11 @@ fn query_from_body(body: &Value) -> Result<EntityQueryParams, NgsiError> {
             .ok_or_else(|| NgsiError::bad_data("query: attrs must be an array of names"))?;
         p.attrs = Some(
             list.iter()
-                .map(|x| x.as_str().map(str::to_string).ok_or_else(|| NgsiError::bad_data("query: attrs must be an array of names")))
+                .map(|x| {
+                    x.as_str().map(str::to_string).ok_or_else(|| {
+                        NgsiError::bad_data("query: attrs must be an array of names")
+                    })
+                })
                 .collect::<Result<_, _>>()?,
         );
     }
@@ -162,7 +192,12 @@ fn query_from_body(body: &Value) -> Result<EntityQueryParams, NgsiError> {
     Ok(p)
 }
 
-pub async fn query(State(s): St, headers: HeaderMap, RawQuery(q): RawQuery, LimitedBody(bytes): LimitedBody) -> ApiResult {
+pub async fn query(
+    State(s): St,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    LimitedBody(bytes): LimitedBody,
+) -> ApiResult {
     let p = request::params(q.as_deref())?;
     let accept = request::accept(&headers, true)?;
     let (body, ctx) = request::body(&s, &headers, &bytes, false).await?;

@@ -30,20 +30,26 @@ impl Params {
     /// A parameter that, when given, must not be empty.
     pub fn non_empty(&self, k: &str) -> Result<Option<&str>, NgsiError> {
         match self.get(k) {
-            Some("") => Err(NgsiError::bad_data(format!("the parameter {k} must not be empty"))),
+            Some("") => Err(NgsiError::bad_data(format!(
+                "the parameter {k} must not be empty"
+            ))),
             other => Ok(other),
         }
     }
 
     /// Comma-separated list (all occurrences joined).
     pub fn list(&self, k: &str) -> Result<Option<Vec<String>>, NgsiError> {
-        let Some(vals) = self.0.get(k) else { return Ok(None) };
+        let Some(vals) = self.0.get(k) else {
+            return Ok(None);
+        };
         let mut out = Vec::new();
         for v in vals {
             for item in v.split(',') {
                 let item = item.trim();
                 if item.is_empty() {
-                    return Err(NgsiError::bad_data(format!("the parameter {k} has an empty item")));
+                    return Err(NgsiError::bad_data(format!(
+                        "the parameter {k} has an empty item"
+                    )));
                 }
                 out.push(item.to_string());
             }
@@ -56,7 +62,9 @@ impl Params {
             None => Ok(false),
             Some("true") => Ok(true),
             Some("false") => Ok(false),
-            Some(v) => Err(NgsiError::bad_data(format!("the parameter {k} must be true or false, not '{v}'"))),
+            Some(v) => Err(NgsiError::bad_data(format!(
+                "the parameter {k} must be true or false, not '{v}'"
+            ))),
         }
     }
 
@@ -64,7 +72,9 @@ impl Params {
         match self.get(k) {
             None => Ok(None),
             Some(v) => v.parse::<usize>().map(Some).map_err(|_| {
-                NgsiError::bad_data(format!("the parameter {k} must be a non-negative integer, not '{v}'"))
+                NgsiError::bad_data(format!(
+                    "the parameter {k} must be a non-negative integer, not '{v}'"
+                ))
             }),
         }
     }
@@ -106,7 +116,11 @@ impl Params {
                 "keyValues" | "simplified" => set(Format::KeyValues)?,
                 "concise" => set(Format::Concise)?,
                 "normalized" => set(Format::Normalized)?,
-                other => return Err(NgsiError::bad_data(format!("format: unknown representation '{other}'"))),
+                other => {
+                    return Err(NgsiError::bad_data(format!(
+                        "format: unknown representation '{other}'"
+                    )))
+                }
             }
         }
         Ok(f.unwrap_or_default())
@@ -118,11 +132,13 @@ fn decode(s: &str) -> Result<String, NgsiError> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let ok = i + 2 < bytes.len() + 0
+            let ok = i + 2 < bytes.len()
                 && bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
                 && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
             if !ok {
-                return Err(NgsiError::bad_data(format!("malformed percent-encoding in the query string near '{s}'")));
+                return Err(NgsiError::bad_data(format!(
+                    "malformed percent-encoding in the query string near '{s}'"
+                )));
             }
             i += 3;
         } else {
@@ -146,13 +162,31 @@ mod tests {
         assert_eq!(p.list("attrs").unwrap().unwrap(), vec!["a", "b"]);
         assert_eq!(p.get("q"), Some("x==1"));
         assert!(Params::parse(Some("q=%zz")).is_err());
-        assert!(Params::parse(Some("attrs=a,,b")).unwrap().list("attrs").is_err());
+        assert!(Params::parse(Some("attrs=a,,b"))
+            .unwrap()
+            .list("attrs")
+            .is_err());
     }
 
     #[test]
     fn formats() {
-        assert_eq!(Params::parse(Some("options=keyValues,sysAttrs")).unwrap().format().unwrap(), Format::KeyValues);
-        assert_eq!(Params::parse(Some("format=concise")).unwrap().format().unwrap(), Format::Concise);
-        assert!(Params::parse(Some("options=keyValues,concise")).unwrap().format().is_err());
+        assert_eq!(
+            Params::parse(Some("options=keyValues,sysAttrs"))
+                .unwrap()
+                .format()
+                .unwrap(),
+            Format::KeyValues
+        );
+        assert_eq!(
+            Params::parse(Some("format=concise"))
+                .unwrap()
+                .format()
+                .unwrap(),
+            Format::Concise
+        );
+        assert!(Params::parse(Some("options=keyValues,concise"))
+            .unwrap()
+            .format()
+            .is_err());
     }
 }

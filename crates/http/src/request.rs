@@ -19,7 +19,11 @@ pub fn tenant(headers: &HeaderMap) -> Result<String, NgsiError> {
         .to_str()
         .map_err(|_| NgsiError::bad_data("NGSILD-Tenant is not valid text"))?
         .trim();
-    if t.len() > 128 || !t.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '/')) {
+    if t.len() > 128
+        || !t
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '/'))
+    {
         return Err(NgsiError::bad_data(format!(
             "NGSILD-Tenant '{t}' must be at most 128 letters, digits or _ - . : /"
         )));
@@ -31,7 +35,10 @@ pub fn tenant(headers: &HeaderMap) -> Result<String, NgsiError> {
 pub fn read_tenant(state: &AppState, headers: &HeaderMap) -> Result<String, NgsiError> {
     let t = tenant(headers)?;
     if !state.tenant_exists(&t) {
-        return Err(NgsiError::new(ErrorKind::NonexistentTenant, format!("tenant '{t}' does not exist")));
+        return Err(NgsiError::new(
+            ErrorKind::NonexistentTenant,
+            format!("tenant '{t}' does not exist"),
+        ));
     }
     Ok(t)
 }
@@ -52,7 +59,11 @@ pub async fn body(
     if bytes.len() > state.config.body_limit {
         return Err(NgsiError::new(
             ErrorKind::PayloadTooLarge,
-            format!("the body has {} bytes; the limit is {}", bytes.len(), state.config.body_limit),
+            format!(
+                "the body has {} bytes; the limit is {}",
+                bytes.len(),
+                state.config.body_limit
+            ),
         ));
     }
     let JsonBody { body, context } = negotiate::json_body(headers, bytes, merge_patch)?;
@@ -80,7 +91,10 @@ pub struct LimitedBody(pub Bytes);
 impl axum::extract::FromRequest<AppState> for LimitedBody {
     type Rejection = crate::Problem;
 
-    async fn from_request(req: axum::extract::Request, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request(
+        req: axum::extract::Request,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let limit = state.config.body_limit;
         match axum::body::to_bytes(req.into_body(), limit).await {
             Ok(b) => Ok(LimitedBody(b)),
@@ -94,7 +108,9 @@ impl axum::extract::FromRequest<AppState> for LimitedBody {
                         format!("the body is larger than the limit of {limit} bytes"),
                     )))
                 } else {
-                    Err(crate::Problem(NgsiError::invalid(format!("the body could not be read: {e}"))))
+                    Err(crate::Problem(NgsiError::invalid(format!(
+                        "the body could not be read: {e}"
+                    ))))
                 }
             }
         }

@@ -20,7 +20,8 @@ fn station(n: u32, lon: f64, lat: f64, pm25: f64) -> Value {
 #[tokio::test]
 async fn create_read_back_in_every_representation() {
     let s = TestServer::start().await;
-    s.create(&station(1, 30.52, 50.45, 12.5), Some(ENV_CONTEXT)).await;
+    s.create(&station(1, 30.52, 50.45, 12.5), Some(ENV_CONTEXT))
+        .await;
     let id = "/entities/urn:ngsi-ld:AirQualityObserved:t1";
 
     let n = s.get_json(id, Some(ENV_CONTEXT)).await;
@@ -28,26 +29,39 @@ async fn create_read_back_in_every_representation() {
     assert_eq!(n["pm25"]["value"], 12.5);
     assert_eq!(n["pm25"]["unitCode"], "GQ");
     assert_eq!(n["refDevice"]["object"], "urn:ngsi-ld:Device:d1");
-    assert!(n.get("createdAt").is_none(), "no system attributes unless asked");
+    assert!(
+        n.get("createdAt").is_none(),
+        "no system attributes unless asked"
+    );
 
-    let kv = s.get_json(&format!("{id}?options=keyValues"), Some(ENV_CONTEXT)).await;
+    let kv = s
+        .get_json(&format!("{id}?options=keyValues"), Some(ENV_CONTEXT))
+        .await;
     assert_eq!(kv["pm25"], 12.5);
     assert_eq!(kv["refDevice"], "urn:ngsi-ld:Device:d1");
     assert_eq!(kv["location"]["type"], "Point");
 
-    let c = s.get_json(&format!("{id}?format=concise"), Some(ENV_CONTEXT)).await;
+    let c = s
+        .get_json(&format!("{id}?format=concise"), Some(ENV_CONTEXT))
+        .await;
     assert_eq!(c["name"], "station 1");
     assert_eq!(c["pm25"]["value"], 12.5);
     assert!(c["pm25"].get("type").is_none());
     assert_eq!(c["refDevice"]["object"], "urn:ngsi-ld:Device:d1");
 
-    let sys = s.get_json(&format!("{id}?options=sysAttrs"), Some(ENV_CONTEXT)).await;
+    let sys = s
+        .get_json(&format!("{id}?options=sysAttrs"), Some(ENV_CONTEXT))
+        .await;
     assert!(sys["createdAt"].is_string() && sys["pm25"]["modifiedAt"].is_string());
 
     // Without the model's context the names come back expanded.
     let core = s.get_json(id, None).await;
     assert!(core.get("pm25").is_none());
-    assert!(core.as_object().unwrap().keys().any(|k| k.ends_with("/pm25")));
+    assert!(core
+        .as_object()
+        .unwrap()
+        .keys()
+        .any(|k| k.ends_with("/pm25")));
 }
 
 #[tokio::test]
@@ -70,7 +84,12 @@ async fn concise_input_is_understood() {
     assert_eq!(n["location"]["type"], "GeoProperty");
     assert_eq!(n["label"]["type"], "LanguageProperty");
     assert_eq!(n["address"]["value"]["streetAddress"], "Khreshchatyk 1");
-    let en = s.get_json("/entities/urn:ngsi-ld:Thing:c1?lang=uk&options=keyValues", None).await;
+    let en = s
+        .get_json(
+            "/entities/urn:ngsi-ld:Thing:c1?lang=uk&options=keyValues",
+            None,
+        )
+        .await;
     assert_eq!(en["label"], "Міст");
 }
 
@@ -87,7 +106,10 @@ async fn ld_json_in_and_out() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    assert_eq!(r.headers()["location"], "/ngsi-ld/v1/entities/urn:ngsi-ld:AirQualityObserved:t2");
+    assert_eq!(
+        r.headers()["location"],
+        "/ngsi-ld/v1/entities/urn:ngsi-ld:AirQualityObserved:t2"
+    );
     let r = s
         .req(Method::GET, "/entities/urn:ngsi-ld:AirQualityObserved:t2")
         .header("Accept", "application/ld+json")
@@ -102,9 +124,14 @@ async fn ld_json_in_and_out() {
     assert_eq!(v["pm25"]["value"], 5.0);
 
     // application/json answers carry the context in a Link header.
-    let r = s.get("/entities/urn:ngsi-ld:AirQualityObserved:t2", None).await;
+    let r = s
+        .get("/entities/urn:ngsi-ld:AirQualityObserved:t2", None)
+        .await;
     let link = r.headers()["link"].to_str().unwrap().to_string();
-    assert!(link.contains(CORE_CONTEXT) && link.contains("rel=\"http://www.w3.org/ns/json-ld#context\""));
+    assert!(
+        link.contains(CORE_CONTEXT)
+            && link.contains("rel=\"http://www.w3.org/ns/json-ld#context\"")
+    );
 
     // @context in a JSON body, or a Link with ld+json, are errors.
     let r = s.send(Method::POST, "/entities", &body, None).await;
@@ -121,16 +148,34 @@ async fn ld_json_in_and_out() {
 #[tokio::test]
 async fn errors_for_conflicts_and_missing() {
     let s = TestServer::start().await;
-    s.create(&station(3, 30.5, 50.4, 5.0), Some(ENV_CONTEXT)).await;
-    let r = s.send(Method::POST, "/entities", &station(3, 30.5, 50.4, 5.0), Some(ENV_CONTEXT)).await;
+    s.create(&station(3, 30.5, 50.4, 5.0), Some(ENV_CONTEXT))
+        .await;
+    let r = s
+        .send(
+            Method::POST,
+            "/entities",
+            &station(3, 30.5, 50.4, 5.0),
+            Some(ENV_CONTEXT),
+        )
+        .await;
     let p = problem(r, 409).await;
-    assert_eq!(p["type"], "https://uri.etsi.org/ngsi-ld/errors/AlreadyExists");
+    assert_eq!(
+        p["type"],
+        "https://uri.etsi.org/ngsi-ld/errors/AlreadyExists"
+    );
     let r = s.get("/entities/urn:ngsi-ld:X:none", None).await;
     let p = problem(r, 404).await;
-    assert_eq!(p["type"], "https://uri.etsi.org/ngsi-ld/errors/ResourceNotFound");
+    assert_eq!(
+        p["type"],
+        "https://uri.etsi.org/ngsi-ld/errors/ResourceNotFound"
+    );
     let r = s.get("/entities/not-a-uri", None).await;
     problem(r, 400).await;
-    let r = s.req(Method::DELETE, "/entities/urn:ngsi-ld:X:none").send().await.unwrap();
+    let r = s
+        .req(Method::DELETE, "/entities/urn:ngsi-ld:X:none")
+        .send()
+        .await
+        .unwrap();
     problem(r, 404).await;
 }
 
@@ -138,7 +183,8 @@ async fn errors_for_conflicts_and_missing() {
 async fn attribute_operations() {
     let s = TestServer::start().await;
     let id = "urn:ngsi-ld:AirQualityObserved:t4";
-    s.create(&station(4, 30.5, 50.4, 5.0), Some(ENV_CONTEXT)).await;
+    s.create(&station(4, 30.5, 50.4, 5.0), Some(ENV_CONTEXT))
+        .await;
     let path = format!("/entities/{id}");
 
     // Append: a new attribute and a second instance of pm25 by datasetId.
@@ -157,7 +203,12 @@ async fn attribute_operations() {
 
     // noOverwrite keeps the old value and says so.
     let r = s
-        .send(Method::POST, &format!("{path}/attrs?options=noOverwrite"), &json!({"no2": {"type": "Property", "value": 99}}), Some(ENV_CONTEXT))
+        .send(
+            Method::POST,
+            &format!("{path}/attrs?options=noOverwrite"),
+            &json!({"no2": {"type": "Property", "value": 99}}),
+            Some(ENV_CONTEXT),
+        )
         .await;
     assert_eq!(r.status(), 207);
     let e = s.get_json(&path, Some(ENV_CONTEXT)).await;
@@ -173,21 +224,46 @@ async fn attribute_operations() {
     assert_eq!(v["notUpdated"][0]["attributeName"], "ghost");
 
     // Partial attribute update keeps unitCode and changes the value.
-    let r = s.send(Method::PATCH, &format!("{path}/attrs/pm25"), &json!({"value": 9.5}), Some(ENV_CONTEXT)).await;
+    let r = s
+        .send(
+            Method::PATCH,
+            &format!("{path}/attrs/pm25"),
+            &json!({"value": 9.5}),
+            Some(ENV_CONTEXT),
+        )
+        .await;
     assert_eq!(r.status(), 204);
-    let e = s.get_json(&format!("{path}?attrs=pm25"), Some(ENV_CONTEXT)).await;
-    let default = e["pm25"].as_array().unwrap().iter().find(|i| i.get("datasetId").is_none()).unwrap().clone();
+    let e = s
+        .get_json(&format!("{path}?attrs=pm25"), Some(ENV_CONTEXT))
+        .await;
+    let default = e["pm25"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i.get("datasetId").is_none())
+        .unwrap()
+        .clone();
     assert_eq!(default["value"], 9.5);
     assert_eq!(default["unitCode"], "GQ");
     assert!(e.get("no2").is_none(), "attrs projects");
 
     // Replace one attribute.
-    let r = s.send(Method::PUT, &format!("{path}/attrs/no2"), &json!({"type": "Property", "value": 1, "unitCode": "GQ"}), Some(ENV_CONTEXT)).await;
+    let r = s
+        .send(
+            Method::PUT,
+            &format!("{path}/attrs/no2"),
+            &json!({"type": "Property", "value": 1, "unitCode": "GQ"}),
+            Some(ENV_CONTEXT),
+        )
+        .await;
     assert_eq!(r.status(), 204);
 
     // Delete one instance by datasetId, then the attribute.
     let r = s
-        .req(Method::DELETE, &format!("{path}/attrs/pm25?datasetId=urn:ngsi-ld:Dataset:b"))
+        .req(
+            Method::DELETE,
+            &format!("{path}/attrs/pm25?datasetId=urn:ngsi-ld:Dataset:b"),
+        )
         .header("Link", common::link(ENV_CONTEXT))
         .send()
         .await
@@ -195,9 +271,19 @@ async fn attribute_operations() {
     assert_eq!(r.status(), 204);
     let e = s.get_json(&path, Some(ENV_CONTEXT)).await;
     assert!(e["pm25"].is_object());
-    let r = s.req(Method::DELETE, &format!("{path}/attrs/no2")).header("Link", common::link(ENV_CONTEXT)).send().await.unwrap();
+    let r = s
+        .req(Method::DELETE, &format!("{path}/attrs/no2"))
+        .header("Link", common::link(ENV_CONTEXT))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
-    let r = s.req(Method::DELETE, &format!("{path}/attrs/no2")).header("Link", common::link(ENV_CONTEXT)).send().await.unwrap();
+    let r = s
+        .req(Method::DELETE, &format!("{path}/attrs/no2"))
+        .header("Link", common::link(ENV_CONTEXT))
+        .send()
+        .await
+        .unwrap();
     problem(r, 404).await;
 }
 
@@ -205,25 +291,45 @@ async fn attribute_operations() {
 async fn merge_and_replace_entity() {
     let s = TestServer::start().await;
     let id = "urn:ngsi-ld:AirQualityObserved:t5";
-    s.create(&station(5, 30.5, 50.4, 5.0), Some(ENV_CONTEXT)).await;
+    s.create(&station(5, 30.5, 50.4, 5.0), Some(ENV_CONTEXT))
+        .await;
     let path = format!("/entities/{id}");
-    let before = s.get_json(&format!("{path}?options=sysAttrs"), Some(ENV_CONTEXT)).await;
+    let before = s
+        .get_json(&format!("{path}?options=sysAttrs"), Some(ENV_CONTEXT))
+        .await;
 
     // Merge: change a value, drop an attribute with urn:ngsi-ld:null, add one.
     let r = s
-        .send(Method::PATCH, &path, &json!({"pm25": {"value": 6.0}, "name": "urn:ngsi-ld:null", "o3": 30}), Some(ENV_CONTEXT))
+        .send(
+            Method::PATCH,
+            &path,
+            &json!({"pm25": {"value": 6.0}, "name": "urn:ngsi-ld:null", "o3": 30}),
+            Some(ENV_CONTEXT),
+        )
         .await;
     assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
     let e = s.get_json(&path, Some(ENV_CONTEXT)).await;
     assert_eq!(e["pm25"]["value"], 6.0);
-    assert_eq!(e["pm25"]["unitCode"], "GQ", "merge keeps what it was not given");
+    assert_eq!(
+        e["pm25"]["unitCode"], "GQ",
+        "merge keeps what it was not given"
+    );
     assert!(e.get("name").is_none());
     assert_eq!(e["o3"]["value"], 30);
 
     // Replace: only what is given remains; creation time kept.
-    let r = s.send(Method::PUT, &path, &json!({"type": "AirQualityObserved", "pm10": 3}), Some(ENV_CONTEXT)).await;
+    let r = s
+        .send(
+            Method::PUT,
+            &path,
+            &json!({"type": "AirQualityObserved", "pm10": 3}),
+            Some(ENV_CONTEXT),
+        )
+        .await;
     assert_eq!(r.status(), 204);
-    let e = s.get_json(&format!("{path}?options=sysAttrs"), Some(ENV_CONTEXT)).await;
+    let e = s
+        .get_json(&format!("{path}?options=sysAttrs"), Some(ENV_CONTEXT))
+        .await;
     assert!(e.get("pm25").is_none());
     assert_eq!(e["pm10"]["value"], 3);
     assert_eq!(e["createdAt"], before["createdAt"]);
@@ -237,21 +343,44 @@ async fn queries_by_type_q_geo_and_pages() {
     let items: Vec<Value> = (0..30)
         .map(|i| station(100 + i, 30.5234 + i as f64 * 0.01, 50.4501, i as f64))
         .collect();
-    let r = s.send(Method::POST, "/entityOperations/create", &Value::Array(items), Some(ENV_CONTEXT)).await;
+    let r = s
+        .send(
+            Method::POST,
+            "/entityOperations/create",
+            &Value::Array(items),
+            Some(ENV_CONTEXT),
+        )
+        .await;
     assert_eq!(r.status(), 201);
-    s.create(&json!({"id": "urn:ngsi-ld:Other:1", "type": "Other", "pm25": 50}), Some(ENV_CONTEXT)).await;
+    s.create(
+        &json!({"id": "urn:ngsi-ld:Other:1", "type": "Other", "pm25": 50}),
+        Some(ENV_CONTEXT),
+    )
+    .await;
 
     let q = |p: &str| format!("/entities?{p}");
-    let all = s.get_json(&q("type=AirQualityObserved&limit=100"), Some(ENV_CONTEXT)).await;
+    let all = s
+        .get_json(&q("type=AirQualityObserved&limit=100"), Some(ENV_CONTEXT))
+        .await;
     assert_eq!(all.as_array().unwrap().len(), 30);
 
-    let r = s.get(&q("type=AirQualityObserved&q=pm25>10&count=true&limit=5"), Some(ENV_CONTEXT)).await;
+    let r = s
+        .get(
+            &q("type=AirQualityObserved&q=pm25>10&count=true&limit=5"),
+            Some(ENV_CONTEXT),
+        )
+        .await;
     assert_eq!(r.headers()["ngsild-results-count"], "19");
     let page: Value = r.json().await.unwrap();
     assert_eq!(page.as_array().unwrap().len(), 5);
     assert_eq!(page[0]["pm25"]["value"], 11.0, "insertion order");
 
-    let r = s.get(&q("type=AirQualityObserved&q=pm25>10&count=true&limit=5&offset=17"), Some(ENV_CONTEXT)).await;
+    let r = s
+        .get(
+            &q("type=AirQualityObserved&q=pm25>10&count=true&limit=5&offset=17"),
+            Some(ENV_CONTEXT),
+        )
+        .await;
     let page: Value = r.json().await.unwrap();
     assert_eq!(page.as_array().unwrap().len(), 2);
 
@@ -259,9 +388,21 @@ async fn queries_by_type_q_geo_and_pages() {
     let near = s
         .get_json(&q("type=AirQualityObserved&georel=near;maxDistance==2000&geometry=Point&coordinates=[30.5234,50.4501]&limit=100"), Some(ENV_CONTEXT))
         .await;
-    let mut ids: Vec<&str> = near.as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+    let mut ids: Vec<&str> = near
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
     ids.sort();
-    assert_eq!(ids, vec!["urn:ngsi-ld:AirQualityObserved:t100", "urn:ngsi-ld:AirQualityObserved:t101", "urn:ngsi-ld:AirQualityObserved:t102"]);
+    assert_eq!(
+        ids,
+        vec![
+            "urn:ngsi-ld:AirQualityObserved:t100",
+            "urn:ngsi-ld:AirQualityObserved:t101",
+            "urn:ngsi-ld:AirQualityObserved:t102"
+        ]
+    );
 
     let both = s
         .get_json(&q("type=AirQualityObserved&q=pm25>=1&georel=near;maxDistance==2000&geometry=Point&coordinates=[30.5234,50.4501]"), Some(ENV_CONTEXT))
@@ -276,14 +417,31 @@ async fn queries_by_type_q_geo_and_pages() {
         .await;
     assert_eq!(within.as_array().unwrap().len(), 10);
 
-    let by_id = s.get_json(&q("id=urn:ngsi-ld:AirQualityObserved:t101,urn:ngsi-ld:Other:1"), Some(ENV_CONTEXT)).await;
+    let by_id = s
+        .get_json(
+            &q("id=urn:ngsi-ld:AirQualityObserved:t101,urn:ngsi-ld:Other:1"),
+            Some(ENV_CONTEXT),
+        )
+        .await;
     assert_eq!(by_id.as_array().unwrap().len(), 2);
-    let by_pattern = s.get_json(&q("idPattern=.*:t11[0-9]$&type=AirQualityObserved"), Some(ENV_CONTEXT)).await;
+    let by_pattern = s
+        .get_json(
+            &q("idPattern=.*:t11[0-9]$&type=AirQualityObserved"),
+            Some(ENV_CONTEXT),
+        )
+        .await;
     assert_eq!(by_pattern.as_array().unwrap().len(), 10);
-    let two_types = s.get_json(&q("type=Other,AirQualityObserved&q=pm25>=29"), Some(ENV_CONTEXT)).await;
+    let two_types = s
+        .get_json(
+            &q("type=Other,AirQualityObserved&q=pm25>=29"),
+            Some(ENV_CONTEXT),
+        )
+        .await;
     assert_eq!(two_types.as_array().unwrap().len(), 2);
 
-    let r = s.get(&q("type=AirQualityObserved&limit=5000"), Some(ENV_CONTEXT)).await;
+    let r = s
+        .get(&q("type=AirQualityObserved&limit=5000"), Some(ENV_CONTEXT))
+        .await;
     problem(r, 403).await;
     let r = s.get(&q(""), Some(ENV_CONTEXT)).await;
     problem(r, 400).await;
@@ -335,12 +493,24 @@ async fn batch_operations_report_per_entity() {
 
     // Upsert: one new (201 with its id), one existing replaced.
     let r = s
-        .send(Method::POST, "/entityOperations/upsert", &json!([station(2, 30.5, 50.4, 20.0), station(3, 30.5, 50.4, 3.0)]), Some(ENV_CONTEXT))
+        .send(
+            Method::POST,
+            "/entityOperations/upsert",
+            &json!([station(2, 30.5, 50.4, 20.0), station(3, 30.5, 50.4, 3.0)]),
+            Some(ENV_CONTEXT),
+        )
         .await;
     assert_eq!(r.status(), 201);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v, json!(["urn:ngsi-ld:AirQualityObserved:t3"]));
-    let r = s.send(Method::POST, "/entityOperations/upsert", &json!([station(2, 30.5, 50.4, 21.0)]), Some(ENV_CONTEXT)).await;
+    let r = s
+        .send(
+            Method::POST,
+            "/entityOperations/upsert",
+            &json!([station(2, 30.5, 50.4, 21.0)]),
+            Some(ENV_CONTEXT),
+        )
+        .await;
     assert_eq!(r.status(), 204);
 
     let r = s
@@ -353,18 +523,38 @@ async fn batch_operations_report_per_entity() {
         .await;
     assert_eq!(r.status(), 207);
     let r = s
-        .send(Method::POST, "/entityOperations/merge", &json!([{"id": "urn:ngsi-ld:AirQualityObserved:t1", "pm25": {"value": 100}}]), Some(ENV_CONTEXT))
+        .send(
+            Method::POST,
+            "/entityOperations/merge",
+            &json!([{"id": "urn:ngsi-ld:AirQualityObserved:t1", "pm25": {"value": 100}}]),
+            Some(ENV_CONTEXT),
+        )
         .await;
     assert_eq!(r.status(), 204);
-    let e = s.get_json("/entities/urn:ngsi-ld:AirQualityObserved:t1", Some(ENV_CONTEXT)).await;
+    let e = s
+        .get_json(
+            "/entities/urn:ngsi-ld:AirQualityObserved:t1",
+            Some(ENV_CONTEXT),
+        )
+        .await;
     assert_eq!(e["pm25"]["value"], 100);
     assert_eq!(e["no2"]["value"], 5);
 
     let r = s
-        .send(Method::POST, "/entityOperations/delete", &json!(["urn:ngsi-ld:AirQualityObserved:t1", "urn:ngsi-ld:AirQualityObserved:none"]), None)
+        .send(
+            Method::POST,
+            "/entityOperations/delete",
+            &json!([
+                "urn:ngsi-ld:AirQualityObserved:t1",
+                "urn:ngsi-ld:AirQualityObserved:none"
+            ]),
+            None,
+        )
         .await;
     assert_eq!(r.status(), 207);
-    let r = s.get("/entities/urn:ngsi-ld:AirQualityObserved:t1", None).await;
+    let r = s
+        .get("/entities/urn:ngsi-ld:AirQualityObserved:t1", None)
+        .await;
     assert_eq!(r.status(), 404);
 }
 
@@ -374,11 +564,20 @@ async fn ten_thousand_entities_in_one_batch() {
     let items: Vec<Value> = (0..10_000)
         .map(|i| json!({"id": format!("urn:ngsi-ld:Sensor:{i}"), "type": "Sensor", "v": i}))
         .collect();
-    let r = s.send(Method::POST, "/entityOperations/upsert", &Value::Array(items), None).await;
+    let r = s
+        .send(
+            Method::POST,
+            "/entityOperations/upsert",
+            &Value::Array(items),
+            None,
+        )
+        .await;
     assert_eq!(r.status(), 201);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v.as_array().unwrap().len(), 10_000);
-    let r = s.get("/entities?type=Sensor&count=true&limit=1", None).await;
+    let r = s
+        .get("/entities?type=Sensor&count=true&limit=1", None)
+        .await;
     assert_eq!(r.headers()["ngsild-results-count"], "10000");
     let t = s.get_json("/types/Sensor", None).await;
     assert_eq!(t["entityCount"], 10_000);
@@ -388,10 +587,24 @@ async fn ten_thousand_entities_in_one_batch() {
 async fn tenants_are_isolated() {
     let s = TestServer::start().await;
     let body = json!({"id": "urn:ngsi-ld:Thing:shared", "type": "Thing", "owner": "A"});
-    let r = s.req(Method::POST, "/entities").header("Content-Type", "application/json").header("NGSILD-Tenant", "kyiv").body(body.to_string()).send().await.unwrap();
+    let r = s
+        .req(Method::POST, "/entities")
+        .header("Content-Type", "application/json")
+        .header("NGSILD-Tenant", "kyiv")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     let body_b = json!({"id": "urn:ngsi-ld:Thing:shared", "type": "Thing", "owner": "B"});
-    let r = s.req(Method::POST, "/entities").header("Content-Type", "application/json").header("NGSILD-Tenant", "lviv").body(body_b.to_string()).send().await.unwrap();
+    let r = s
+        .req(Method::POST, "/entities")
+        .header("Content-Type", "application/json")
+        .header("NGSILD-Tenant", "lviv")
+        .body(body_b.to_string())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201, "the same id may exist in another tenant");
 
     let get = |tenant: Option<&'static str>| {
@@ -407,32 +620,61 @@ async fn tenants_are_isolated() {
     let b: Value = get(Some("lviv")).await.unwrap().json().await.unwrap();
     assert_eq!(b[0]["owner"], "B");
     let d: Value = get(None).await.unwrap().json().await.unwrap();
-    assert_eq!(d.as_array().unwrap().len(), 0, "the default tenant sees neither");
+    assert_eq!(
+        d.as_array().unwrap().len(),
+        0,
+        "the default tenant sees neither"
+    );
     let r = get(Some("nowhere")).await.unwrap();
     let p = problem(r, 404).await;
-    assert_eq!(p["type"], "https://uri.etsi.org/ngsi-ld/errors/NonexistentTenant");
+    assert_eq!(
+        p["type"],
+        "https://uri.etsi.org/ngsi-ld/errors/NonexistentTenant"
+    );
 
-    let r = s.req(Method::DELETE, "/entities/urn:ngsi-ld:Thing:shared").header("NGSILD-Tenant", "kyiv").send().await.unwrap();
+    let r = s
+        .req(Method::DELETE, "/entities/urn:ngsi-ld:Thing:shared")
+        .header("NGSILD-Tenant", "kyiv")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     let b: Value = get(Some("lviv")).await.unwrap().json().await.unwrap();
-    assert_eq!(b.as_array().unwrap().len(), 1, "deleting in one tenant leaves the other alone");
+    assert_eq!(
+        b.as_array().unwrap().len(),
+        1,
+        "deleting in one tenant leaves the other alone"
+    );
 }
 
 #[tokio::test]
 async fn types_and_attributes() {
     let s = TestServer::start().await;
-    s.create(&station(1, 30.5, 50.4, 1.0), Some(ENV_CONTEXT)).await;
-    s.create(&json!({"id": "urn:ngsi-ld:Thing:1", "type": "Thing", "pm25": 3}), Some(ENV_CONTEXT)).await;
+    s.create(&station(1, 30.5, 50.4, 1.0), Some(ENV_CONTEXT))
+        .await;
+    s.create(
+        &json!({"id": "urn:ngsi-ld:Thing:1", "type": "Thing", "pm25": 3}),
+        Some(ENV_CONTEXT),
+    )
+    .await;
     let t = s.get_json("/types", Some(ENV_CONTEXT)).await;
     assert_eq!(t["type"], "EntityTypeList");
     assert_eq!(t["typeList"], json!(["AirQualityObserved", "Thing"]));
     let d = s.get_json("/types?details=true", Some(ENV_CONTEXT)).await;
     assert_eq!(d[0]["type"], "EntityType");
-    assert!(d[0]["attributeNames"].as_array().unwrap().contains(&json!("pm25")));
-    let info = s.get_json("/types/AirQualityObserved", Some(ENV_CONTEXT)).await;
+    assert!(d[0]["attributeNames"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("pm25")));
+    let info = s
+        .get_json("/types/AirQualityObserved", Some(ENV_CONTEXT))
+        .await;
     assert_eq!(info["entityCount"], 1);
     let a = s.get_json("/attributes", Some(ENV_CONTEXT)).await;
-    assert!(a["attributeList"].as_array().unwrap().contains(&json!("refDevice")));
+    assert!(a["attributeList"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("refDevice")));
     let pm = s.get_json("/attributes/pm25", Some(ENV_CONTEXT)).await;
     assert_eq!(pm["attributeCount"], 2);
     assert_eq!(pm["typeNames"], json!(["AirQualityObserved", "Thing"]));
@@ -444,19 +686,39 @@ async fn types_and_attributes() {
 async fn purge_and_transient_entities() {
     let s = TestServer::start().await;
     for i in 0..5 {
-        s.create(&json!({"id": format!("urn:ngsi-ld:Tmp:{i}"), "type": "Tmp"}), None).await;
+        s.create(
+            &json!({"id": format!("urn:ngsi-ld:Tmp:{i}"), "type": "Tmp"}),
+            None,
+        )
+        .await;
     }
-    s.create(&json!({"id": "urn:ngsi-ld:Keep:1", "type": "Keep"}), None).await;
-    let r = s.req(Method::DELETE, "/entities?type=Tmp").send().await.unwrap();
+    s.create(&json!({"id": "urn:ngsi-ld:Keep:1", "type": "Keep"}), None)
+        .await;
+    let r = s
+        .req(Method::DELETE, "/entities?type=Tmp")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     let left = s.get_json("/entities?type=Tmp,Keep", None).await;
     assert_eq!(left.as_array().unwrap().len(), 1);
 
     let soon = jiff::Timestamp::now() + jiff::SignedDuration::from_millis(300);
-    s.create(&json!({"id": "urn:ngsi-ld:Flash:1", "type": "Flash", "expiresAt": soon.to_string()}), None).await;
-    assert_eq!(s.get("/entities/urn:ngsi-ld:Flash:1", None).await.status(), 200);
+    s.create(
+        &json!({"id": "urn:ngsi-ld:Flash:1", "type": "Flash", "expiresAt": soon.to_string()}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        s.get("/entities/urn:ngsi-ld:Flash:1", None).await.status(),
+        200
+    );
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
-    assert_eq!(s.get("/entities/urn:ngsi-ld:Flash:1", None).await.status(), 404, "a transient entity disappears when due");
+    assert_eq!(
+        s.get("/entities/urn:ngsi-ld:Flash:1", None).await.status(),
+        404,
+        "a transient entity disappears when due"
+    );
 }
 
 #[tokio::test]
@@ -468,38 +730,77 @@ async fn hosted_contexts() {
     assert_eq!(r.status(), 201);
     let url = r.headers()["location"].to_str().unwrap().to_string();
     assert!(url.starts_with(&s.base));
-    s.create(&json!({"id": "urn:ngsi-ld:Bridge:paton", "type": "Bridge", "span": 1543}), Some(&url)).await;
+    s.create(
+        &json!({"id": "urn:ngsi-ld:Bridge:paton", "type": "Bridge", "span": 1543}),
+        Some(&url),
+    )
+    .await;
     let e = s.get_json("/entities/urn:ngsi-ld:Bridge:paton", None).await;
-    assert_eq!(e["type"], "https://example.org/Bridge", "stored under the hosted context's IRIs");
-    let e = s.get_json("/entities/urn:ngsi-ld:Bridge:paton", Some(&url)).await;
+    assert_eq!(
+        e["type"], "https://example.org/Bridge",
+        "stored under the hosted context's IRIs"
+    );
+    let e = s
+        .get_json("/entities/urn:ngsi-ld:Bridge:paton", Some(&url))
+        .await;
     assert_eq!(e["span"]["value"], 1543);
     let id = url.rsplit('/').next().unwrap();
     let ctx = s.get_json(&format!("/jsonldContexts/{id}"), None).await;
     assert_eq!(ctx["@context"]["span"], "https://example.org/span");
     let list = s.get_json("/jsonldContexts?kind=Hosted", None).await;
     assert_eq!(list, json!([url]));
-    let r = s.req(Method::DELETE, &format!("/jsonldContexts/{id}")).send().await.unwrap();
+    let r = s
+        .req(Method::DELETE, &format!("/jsonldContexts/{id}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
-    assert_eq!(s.get(&format!("/jsonldContexts/{id}"), None).await.status(), 404);
+    assert_eq!(
+        s.get(&format!("/jsonldContexts/{id}"), None).await.status(),
+        404
+    );
     // The shipped Smart Data Models contexts are listed.
     let cached = s.get_json("/jsonldContexts?kind=Cached", None).await;
     assert!(cached.as_array().unwrap().contains(&json!(ENV_CONTEXT)));
     // Unknown remote contexts with fetching off: 503 LdContextNotAvailable.
-    let r = s.get("/entities/urn:ngsi-ld:Bridge:paton", Some("https://example.invalid/ctx.jsonld")).await;
+    let r = s
+        .get(
+            "/entities/urn:ngsi-ld:Bridge:paton",
+            Some("https://example.invalid/ctx.jsonld"),
+        )
+        .await;
     let p = problem(r, 503).await;
-    assert_eq!(p["type"], "https://uri.etsi.org/ngsi-ld/errors/LdContextNotAvailable");
+    assert_eq!(
+        p["type"],
+        "https://uri.etsi.org/ngsi-ld/errors/LdContextNotAvailable"
+    );
 }
 
 #[tokio::test]
 async fn health_ready_metrics() {
     let s = TestServer::start().await;
-    let r = s.client.get(format!("{}/health", s.base)).send().await.unwrap();
+    let r = s
+        .client
+        .get(format!("{}/health", s.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = s.client.get(format!("{}/ready", s.base)).send().await.unwrap();
+    let r = s
+        .client
+        .get(format!("{}/ready", s.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["status"], "ready");
-    let r = s.client.get(format!("{}/nothing-here", s.base)).send().await.unwrap();
+    let r = s
+        .client
+        .get(format!("{}/nothing-here", s.base))
+        .send()
+        .await
+        .unwrap();
     problem(r, 404).await;
     let r = s.req(Method::PUT, "/entities").send().await.unwrap();
     problem(r, 405).await;

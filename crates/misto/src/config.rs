@@ -68,8 +68,10 @@ pub struct Settings {
 pub fn resolve(args: &ServeArgs, file: Option<&Path>) -> anyhow::Result<Settings> {
     let file_cfg = match file {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read the config file {}", p.display()))?;
-            toml::from_str::<FileConfig>(&text).with_context(|| format!("the config file {} is not valid", p.display()))?
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read the config file {}", p.display()))?;
+            toml::from_str::<FileConfig>(&text)
+                .with_context(|| format!("the config file {} is not valid", p.display()))?
         }
         None if Path::new("misto.toml").exists() => {
             let text = std::fs::read_to_string("misto.toml").context("cannot read misto.toml")?;
@@ -87,7 +89,11 @@ pub fn resolve(args: &ServeArgs, file: Option<&Path>) -> anyhow::Result<Settings
         .clone()
         .or(file_cfg.database_url)
         .unwrap_or_else(|| data_dir.join("misto.db").to_string_lossy().to_string());
-    let log_format = args.log_format.clone().or(file_cfg.log_format).unwrap_or_else(|| "text".into());
+    let log_format = args
+        .log_format
+        .clone()
+        .or(file_cfg.log_format)
+        .unwrap_or_else(|| "text".into());
     let log_json = match log_format.as_str() {
         "json" => true,
         "text" => false,
@@ -106,7 +112,10 @@ pub fn resolve(args: &ServeArgs, file: Option<&Path>) -> anyhow::Result<Settings
         database_url,
         body_limit,
         contexts_dir: args.contexts_dir.clone().or(file_cfg.contexts_dir),
-        remote_contexts: args.remote_contexts.or(file_cfg.remote_contexts).unwrap_or(true),
+        remote_contexts: args
+            .remote_contexts
+            .or(file_cfg.remote_contexts)
+            .unwrap_or(true),
         max_limit: args.max_limit.or(file_cfg.max_limit).unwrap_or(1000),
         log_json,
     })
@@ -125,7 +134,10 @@ mod tests {
         let s = resolve(&ServeArgs::default(), Some(&f)).unwrap();
         assert_eq!(s.http_addr.port(), 9000);
         assert_eq!(s.body_limit, 5000);
-        let args = ServeArgs { http_addr: Some("127.0.0.1:9100".parse().unwrap()), ..Default::default() };
+        let args = ServeArgs {
+            http_addr: Some("127.0.0.1:9100".parse().unwrap()),
+            ..Default::default()
+        };
         let s = resolve(&args, Some(&f)).unwrap();
         assert_eq!(s.http_addr.port(), 9100, "flags/env win over the file");
         assert!(s.database_url.ends_with("misto.db"));

@@ -38,7 +38,10 @@ fn around(district: usize, n: u64, spread: f64) -> (f64, f64) {
     let (_, lon, lat) = DISTRICTS[district % DISTRICTS.len()];
     let dx = (unit(n * 7 + 1) - 0.5) * spread;
     let dy = (unit(n * 7 + 2) - 0.5) * spread * 0.65;
-    (((lon + dx) * 1.0e4).round() / 1.0e4, ((lat + dy) * 1.0e4).round() / 1.0e4)
+    (
+        ((lon + dx) * 1.0e4).round() / 1.0e4,
+        ((lat + dy) * 1.0e4).round() / 1.0e4,
+    )
 }
 
 fn point(lon: f64, lat: f64) -> Value {
@@ -119,9 +122,18 @@ pub fn seed(broker: Broker) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> +
         let (env, water) = entities(&now);
         let env_ctx = broker.contexts.resolve(Some(&json!(ENV_CONTEXT))).await?;
         let water_ctx = broker.contexts.resolve(Some(&json!(WATER_CONTEXT))).await?;
-        let a = broker.batch_upsert("", &env_ctx, &Value::Array(env), true).await?;
-        let b = broker.batch_upsert("", &water_ctx, &Value::Array(water), true).await?;
-        let errors: Vec<String> = a.errors.iter().chain(b.errors.iter()).map(|(id, e)| format!("{id}: {e}")).collect();
+        let a = broker
+            .batch_upsert("", &env_ctx, &Value::Array(env), true)
+            .await?;
+        let b = broker
+            .batch_upsert("", &water_ctx, &Value::Array(water), true)
+            .await?;
+        let errors: Vec<String> = a
+            .errors
+            .iter()
+            .chain(b.errors.iter())
+            .map(|(id, e)| format!("{id}: {e}"))
+            .collect();
         if !errors.is_empty() {
             anyhow::bail!("demo entities rejected: {}", errors.join("; "));
         }
@@ -139,7 +151,12 @@ mod tests {
     #[test]
     fn demo_city_has_the_promised_shape() {
         let (env, water) = entities("2026-01-01T00:00:00Z");
-        let count = |t: &str| env.iter().chain(water.iter()).filter(|e| e["type"] == t).count();
+        let count = |t: &str| {
+            env.iter()
+                .chain(water.iter())
+                .filter(|e| e["type"] == t)
+                .count()
+        };
         assert_eq!(count("District"), 10);
         assert_eq!(count("AirQualityObserved"), 50);
         assert_eq!(count("RadiationObserved"), 20);
@@ -147,7 +164,10 @@ mod tests {
         for e in env.iter().chain(water.iter()) {
             let c = &e["location"]["value"]["coordinates"];
             let (lon, lat) = (c[0].as_f64().unwrap(), c[1].as_f64().unwrap());
-            assert!((30.2..30.8).contains(&lon) && (50.3..50.6).contains(&lat), "{e}");
+            assert!(
+                (30.2..30.8).contains(&lon) && (50.3..50.6).contains(&lat),
+                "{e}"
+            );
         }
     }
 }

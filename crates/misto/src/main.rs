@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use config::ServeArgs;
 
 #[derive(Debug, Parser)]
-#[command(name = "misto", version, about = "misto — an open city platform built on an NGSI-LD context broker")]
+#[command(
+    name = "misto",
+    version,
+    about = "misto — an open city platform built on an NGSI-LD context broker"
+)]
 struct Cli {
     /// Configuration file (TOML) [default: ./misto.toml when it exists]
     #[arg(long, env = "MISTO_CONFIG", global = true)]
@@ -32,7 +36,10 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("misto: cannot start the async runtime: {e}");
@@ -51,7 +58,11 @@ fn main() -> std::process::ExitCode {
                 server::init_logging(s.log_json);
                 let store = misto_store::open(&s.database_url).await?;
                 store.ping().await?;
-                println!("migrations applied ({} at {})", store.backend(), server::redact(&s.database_url));
+                println!(
+                    "migrations applied ({} at {})",
+                    store.backend(),
+                    server::redact(&s.database_url)
+                );
                 Ok(())
             }
             Command::Demo(args) => {

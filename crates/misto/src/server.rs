@@ -11,13 +11,18 @@ use misto_http::{AppState, HttpConfig};
 use crate::config::Settings;
 
 /// Something to run once the broker is up (e.g. seeding the demo city).
-pub type Seeder = Box<dyn FnOnce(Broker) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> + Send>;
+pub type Seeder =
+    Box<dyn FnOnce(Broker) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> + Send>;
 
 pub fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MISTO_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let b = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = if json { b.json().try_init() } else { b.try_init() };
+    let _ = if json {
+        b.json().try_init()
+    } else {
+        b.try_init()
+    };
 }
 
 /// Hide a password in a database URL for logs.
@@ -36,7 +41,9 @@ pub fn redact(url: &str) -> String {
 
 pub async fn serve(s: Settings, seeder: Option<Seeder>) -> anyhow::Result<()> {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+        .set_buckets(&[
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ])
         .ok()
         .and_then(|b| b.install_recorder().ok());
     std::fs::create_dir_all(&s.data_dir)
@@ -66,7 +73,14 @@ pub async fn serve(s: Settings, seeder: Option<Seeder>) -> anyhow::Result<()> {
         },
     );
     let expiry = broker.spawn_expiry(Duration::from_secs(1));
-    let state = AppState::new(broker.clone(), HttpConfig { body_limit: s.body_limit }, metrics).await;
+    let state = AppState::new(
+        broker.clone(),
+        HttpConfig {
+            body_limit: s.body_limit,
+        },
+        metrics,
+    )
+    .await;
     let app = misto_http::router(state);
     tracing::info!(%addr, "misto is listening: NGSI-LD API at http://{addr}/ngsi-ld/v1");
     println!("misto listening on http://{addr}");

@@ -11,7 +11,8 @@ use serde_json::{Map, Value};
 
 use crate::error::NgsiError;
 
-pub const CORE_CONTEXT_URL: &str = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld";
+pub const CORE_CONTEXT_URL: &str =
+    "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld";
 pub const DEFAULT_VOCAB: &str = "https://uri.etsi.org/ngsi-ld/default-context/";
 pub const NGSI_LD_NS: &str = "https://uri.etsi.org/ngsi-ld/";
 
@@ -149,11 +150,10 @@ impl RawDefs {
             };
             let iri_raw = iri_raw.unwrap_or_else(|| term.clone());
             let iri = resolve_iri(&iri_raw, &self.defs, core, lookup_vocab.as_deref(), 0);
-            let coercion =
-                coercion.map(|c| match c.as_str() {
-                    "@id" | "@vocab" | "@json" | "@none" => c,
-                    _ => resolve_iri(&c, &self.defs, core, lookup_vocab.as_deref(), 0),
-                });
+            let coercion = coercion.map(|c| match c.as_str() {
+                "@id" | "@vocab" | "@json" | "@none" => c,
+                _ => resolve_iri(&c, &self.defs, core, lookup_vocab.as_deref(), 0),
+            });
             let prefix = matches!(raw, Value::String(_))
                 && (iri.ends_with('/') || iri.ends_with('#') || iri.ends_with(':'));
             out.defs.insert(
@@ -435,8 +435,14 @@ mod tests {
     #[test]
     fn core_terms_expand_and_compact() {
         let c = Context::core();
-        assert_eq!(c.expand("location"), "https://uri.etsi.org/ngsi-ld/location");
-        assert_eq!(c.expand("Property"), "https://uri.etsi.org/ngsi-ld/Property");
+        assert_eq!(
+            c.expand("location"),
+            "https://uri.etsi.org/ngsi-ld/location"
+        );
+        assert_eq!(
+            c.expand("Property"),
+            "https://uri.etsi.org/ngsi-ld/Property"
+        );
         assert_eq!(
             c.expand("pm25"),
             "https://uri.etsi.org/ngsi-ld/default-context/pm25"
@@ -445,7 +451,10 @@ mod tests {
             c.compact("https://uri.etsi.org/ngsi-ld/default-context/pm25"),
             "pm25"
         );
-        assert_eq!(c.compact("https://uri.etsi.org/ngsi-ld/location"), "location");
+        assert_eq!(
+            c.compact("https://uri.etsi.org/ngsi-ld/location"),
+            "location"
+        );
         assert_eq!(c.expand("urn:x:y"), "urn:x:y");
         assert_eq!(c.expand("http://ex.org/a#b"), "http://ex.org/a#b");
     }
@@ -476,13 +485,19 @@ mod tests {
         };
         let c = Context::build(&src, &cache).unwrap();
         assert_eq!(c.expand("Road"), "https://example.org/Road");
-        assert_eq!(c.link_url().as_deref(), Some("https://example.org/ctx.jsonld"));
+        assert_eq!(
+            c.link_url().as_deref(),
+            Some("https://example.org/ctx.jsonld")
+        );
     }
 
     #[test]
     fn core_wins_over_user_redefinitions() {
         let c = Context::build(&json!({"location": "https://evil.org/loc"}), &none).unwrap();
-        assert_eq!(c.expand("location"), "https://uri.etsi.org/ngsi-ld/location");
+        assert_eq!(
+            c.expand("location"),
+            "https://uri.etsi.org/ngsi-ld/location"
+        );
     }
 
     #[test]

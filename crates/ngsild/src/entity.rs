@@ -181,7 +181,8 @@ impl<'a> Parser<'a> {
 
     /// One attribute, normalized or concise, possibly a multi-attribute array; returns its instances.
     pub fn attribute(&self, name: &str, v: &Value) -> Result<Vec<Value>> {
-        check_name(name).map_err(|e| NgsiError::bad_data(format!("invalid attribute name: {e}")))?;
+        check_name(name)
+            .map_err(|e| NgsiError::bad_data(format!("invalid attribute name: {e}")))?;
         if matches!(name, "id" | "type" | "@id" | "@type") {
             return Err(NgsiError::bad_data(format!(
                 "'{name}' cannot be used as an attribute name"
@@ -315,16 +316,21 @@ impl<'a> Parser<'a> {
                 "type" => {}
                 k if k == member => {}
                 "observedAt" => {
-                    let s = sub.as_str().filter(|s| parse_datetime(s).is_some()).ok_or_else(|| {
-                        NgsiError::bad_data(format!(
-                            "attribute '{name}': observedAt must be an ISO 8601 date-time"
-                        ))
-                    })?;
+                    let s = sub
+                        .as_str()
+                        .filter(|s| parse_datetime(s).is_some())
+                        .ok_or_else(|| {
+                            NgsiError::bad_data(format!(
+                                "attribute '{name}': observedAt must be an ISO 8601 date-time"
+                            ))
+                        })?;
                     out.insert("observedAt".into(), s.into());
                 }
                 "unitCode" => {
                     let s = sub.as_str().ok_or_else(|| {
-                        NgsiError::bad_data(format!("attribute '{name}': unitCode must be a string"))
+                        NgsiError::bad_data(format!(
+                            "attribute '{name}': unitCode must be a string"
+                        ))
                     })?;
                     out.insert("unitCode".into(), s.into());
                 }
@@ -387,19 +393,29 @@ impl<'a> Parser<'a> {
 
     fn geo_value(&self, name: &str, v: &Value) -> Result<Value> {
         misto_query::geoq::geometry_from_geojson(v).map_err(|e| {
-            NgsiError::bad_data(format!("attribute '{name}' is not a valid GeoJSON geometry: {e}"))
+            NgsiError::bad_data(format!(
+                "attribute '{name}' is not a valid GeoJSON geometry: {e}"
+            ))
         })?;
         Ok(v.clone())
     }
 
-    fn kind_value(&self, name: &str, kind: &str, _obj: &Map<String, Value>, val: &Value) -> Result<Value> {
+    fn kind_value(
+        &self,
+        name: &str,
+        kind: &str,
+        _obj: &Map<String, Value>,
+        val: &Value,
+    ) -> Result<Value> {
         let bad = |what: &str| NgsiError::bad_data(format!("attribute '{name}': {what}"));
         match kind {
             "Property" => Ok(val.clone()),
             "GeoProperty" => self.geo_value(name, val),
             "Relationship" => match val {
                 Value::String(s) if is_uri(s) => Ok(val.clone()),
-                Value::Array(a) if !a.is_empty() && a.iter().all(|x| x.as_str().is_some_and(is_uri)) => {
+                Value::Array(a)
+                    if !a.is_empty() && a.iter().all(|x| x.as_str().is_some_and(is_uri)) =>
+                {
                     Ok(val.clone())
                 }
                 _ => Err(bad("a Relationship's object must be a URI")),
@@ -415,7 +431,9 @@ impl<'a> Parser<'a> {
                         _ => false,
                     };
                     if !ok || lang.is_empty() {
-                        return Err(bad("languageMap values must be strings keyed by language tags"));
+                        return Err(bad(
+                            "languageMap values must be strings keyed by language tags",
+                        ));
                     }
                 }
                 Ok(val.clone())
@@ -428,7 +446,9 @@ impl<'a> Parser<'a> {
                         .map(|s| Value::String(self.ctx.expand(s)))
                         .collect(),
                 )),
-                _ => Err(bad("a VocabProperty's vocab must be a string or an array of strings")),
+                _ => Err(bad(
+                    "a VocabProperty's vocab must be a string or an array of strings",
+                )),
             },
             "JsonProperty" => Ok(val.clone()),
             "ListProperty" => match val {
@@ -440,7 +460,9 @@ impl<'a> Parser<'a> {
                     for item in a {
                         let ok = match item {
                             Value::String(s) => is_uri(s),
-                            Value::Object(o) => o.get("object").and_then(Value::as_str).is_some_and(is_uri),
+                            Value::Object(o) => {
+                                o.get("object").and_then(Value::as_str).is_some_and(is_uri)
+                            }
                             _ => false,
                         };
                         if !ok {

@@ -129,7 +129,10 @@ fn instance_kind(i: &Value) -> &str {
 }
 
 /// The language-selected string of a languageMap, per `lang`.
-fn pick_language<'a>(map: &'a Map<String, Value>, langs: &[String]) -> Option<(&'a str, &'a Value)> {
+fn pick_language<'a>(
+    map: &'a Map<String, Value>,
+    langs: &[String],
+) -> Option<(&'a str, &'a Value)> {
     for l in langs {
         if l == "*" {
             return map.iter().next().map(|(k, v)| (k.as_str(), v));

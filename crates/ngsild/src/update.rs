@@ -26,9 +26,17 @@ fn instances_mut<'a>(e: &'a mut Entity, name: &str) -> Option<&'a mut Vec<Value>
 }
 
 fn is_null_marker(i: &Value) -> bool {
-    ["value", "object", "languageMap", "vocab", "json", "valueList", "objectList"]
-        .iter()
-        .any(|m| i.get(*m).and_then(Value::as_str) == Some(NGSI_LD_NULL))
+    [
+        "value",
+        "object",
+        "languageMap",
+        "vocab",
+        "json",
+        "valueList",
+        "objectList",
+    ]
+    .iter()
+    .any(|m| i.get(*m).and_then(Value::as_str) == Some(NGSI_LD_NULL))
 }
 
 /// Keep the creation time of the instance being replaced.
@@ -71,8 +79,10 @@ pub fn append(e: &mut Entity, attrs: Vec<(String, Value)>, no_overwrite: bool) -
         if changed {
             r.updated.push(name);
         } else {
-            r.not_updated
-                .push((name, "attribute exists and noOverwrite was requested".into()));
+            r.not_updated.push((
+                name,
+                "attribute exists and noOverwrite was requested".into(),
+            ));
         }
     }
     r
@@ -87,7 +97,8 @@ pub fn update(e: &mut Entity, attrs: Vec<(String, Value)>) -> UpdateResult {
             other => vec![other],
         };
         let Some(list) = instances_mut(e, &name) else {
-            r.not_updated.push((name, "attribute does not exist".into()));
+            r.not_updated
+                .push((name, "attribute does not exist".into()));
             continue;
         };
         let mut changed = false;
@@ -112,8 +123,10 @@ pub fn update(e: &mut Entity, attrs: Vec<(String, Value)>) -> UpdateResult {
         if changed {
             r.updated.push(name);
         } else if missing {
-            r.not_updated
-                .push((name, "attribute instance with this datasetId does not exist".into()));
+            r.not_updated.push((
+                name,
+                "attribute instance with this datasetId does not exist".into(),
+            ));
         }
     }
     r
@@ -122,11 +135,22 @@ pub fn update(e: &mut Entity, attrs: Vec<(String, Value)>) -> UpdateResult {
 /// Overlay a partial instance onto an existing one: given members replace, sub-attributes merge
 /// (a sub-attribute whose value is `urn:ngsi-ld:null` is removed).
 pub fn merge_instance(existing: &mut Map<String, Value>, partial: Map<String, Value>) {
-    let new_kind = partial.get("type").and_then(Value::as_str).map(str::to_string);
+    let new_kind = partial
+        .get("type")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     if let Some(k) = &new_kind {
         if existing.get("type").and_then(Value::as_str) != Some(k.as_str()) {
             // The kind changed: drop the old value member.
-            for m in ["value", "object", "languageMap", "vocab", "json", "valueList", "objectList"] {
+            for m in [
+                "value",
+                "object",
+                "languageMap",
+                "vocab",
+                "json",
+                "valueList",
+                "objectList",
+            ] {
                 existing.remove(m);
             }
         }
@@ -162,7 +186,9 @@ pub fn merge(e: &mut Entity, attrs: Vec<(String, Value)>) -> UpdateResult {
             other => vec![other],
         };
         for inst in new_instances {
-            let Value::Object(partial) = inst else { continue };
+            let Value::Object(partial) = inst else {
+                continue;
+            };
             let delete = is_null_marker(&Value::Object(partial.clone()));
             match instances_mut(e, &name) {
                 Some(list) => {
@@ -196,7 +222,12 @@ pub fn merge(e: &mut Entity, attrs: Vec<(String, Value)>) -> UpdateResult {
 
 /// Delete an attribute: one instance by datasetId (None = the default instance), or all with `delete_all`.
 /// Returns false when nothing matched.
-pub fn delete_attribute(e: &mut Entity, name: &str, dataset_id: Option<&str>, delete_all: bool) -> bool {
+pub fn delete_attribute(
+    e: &mut Entity,
+    name: &str,
+    dataset_id: Option<&str>,
+    delete_all: bool,
+) -> bool {
     if delete_all {
         return e.remove(name).is_some();
     }

@@ -14,9 +14,11 @@ pub fn is_uri(s: &str) -> bool {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
         && !rest.is_empty()
-        && !s
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"' | '{' | '}' | '|' | '\\' | '^' | '`'))
+        && !s.chars().any(|c| {
+            c.is_whitespace()
+                || c.is_control()
+                || matches!(c, '<' | '>' | '"' | '{' | '}' | '|' | '\\' | '^' | '`')
+        })
 }
 
 /// A short or expanded attribute/type name.
@@ -31,7 +33,9 @@ pub fn check_name(s: &str) -> Result<(), String> {
         .chars()
         .find(|c| FORBIDDEN_NAME_CHARS.contains(c) || c.is_whitespace() || c.is_control())
     {
-        return Err(format!("the name '{s}' contains the forbidden character {c:?}"));
+        return Err(format!(
+            "the name '{s}' contains the forbidden character {c:?}"
+        ));
     }
     Ok(())
 }

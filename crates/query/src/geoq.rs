@@ -6,8 +6,9 @@
 use std::fmt;
 
 use geo::{
-    BoundingRect, Closest, ClosestPoint, Contains, Coord, Distance, Geometry, GeometryCollection, Haversine, Intersects,
-    LineString, MultiLineString, MultiPoint, MultiPolygon, Point, Polygon, Rect,
+    BoundingRect, Closest, ClosestPoint, Contains, Coord, Distance, Geometry, GeometryCollection,
+    Haversine, Intersects, LineString, MultiLineString, MultiPoint, MultiPolygon, Point, Polygon,
+    Rect,
 };
 use serde_json::{json, Value};
 
@@ -27,7 +28,10 @@ fn gerr<T>(m: impl Into<String>) -> Result<T, GeoError> {
 /// The geo relations.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GeoRel {
-    Near { max_distance: Option<f64>, min_distance: Option<f64> },
+    Near {
+        max_distance: Option<f64>,
+        min_distance: Option<f64>,
+    },
     Within,
     Contains,
     Intersects,
@@ -52,7 +56,9 @@ impl GeoRel {
                         .parse()
                         .map_err(|_| GeoError(format!("georel: distance '{v}' is not a number")))?;
                     if !d.is_finite() || d < 0.0 {
-                        return gerr(format!("georel: distance {v} must be a non-negative number of metres"));
+                        return gerr(format!(
+                            "georel: distance {v} must be a non-negative number of metres"
+                        ));
                     }
                     match k.trim() {
                         "maxDistance" if max.is_none() => max = Some(d),
@@ -61,9 +67,14 @@ impl GeoRel {
                     }
                 }
                 if max.is_none() && min.is_none() {
-                    return gerr("georel: near needs maxDistance==<metres> or minDistance==<metres>");
+                    return gerr(
+                        "georel: near needs maxDistance==<metres> or minDistance==<metres>",
+                    );
                 }
-                GeoRel::Near { max_distance: max, min_distance: min }
+                GeoRel::Near {
+                    max_distance: max,
+                    min_distance: min,
+                }
             }
             "within" => GeoRel::Within,
             "contains" => GeoRel::Contains,
@@ -88,7 +99,10 @@ fn parts_left(s: &str) -> bool {
 impl fmt::Display for GeoRel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            GeoRel::Near { max_distance, min_distance } => {
+            GeoRel::Near {
+                max_distance,
+                min_distance,
+            } => {
                 f.write_str("near")?;
                 if let Some(m) = max_distance {
                     write!(f, ";maxDistance=={m}")?;
@@ -126,7 +140,12 @@ impl PartialEq for GeoQuery {
 
 impl GeoQuery {
     /// From the HTTP parameters `georel`, `geometry`, `coordinates`, `geoproperty`.
-    pub fn from_params(georel: &str, geometry: &str, coordinates: &str, geoproperty: Option<&str>) -> Result<GeoQuery, GeoError> {
+    pub fn from_params(
+        georel: &str,
+        geometry: &str,
+        coordinates: &str,
+        geoproperty: Option<&str>,
+    ) -> Result<GeoQuery, GeoError> {
         let rel = GeoRel::parse(georel)?;
         if geometry.is_empty() {
             return gerr("geometry is missing");
@@ -141,15 +160,27 @@ impl GeoQuery {
             Ok(v) => v,
             // Legacy point form without brackets: `30.5,50.4`.
             Err(_) if geometry == "Point" => serde_json::from_str(&format!("[{coordinates}]"))
-                .map_err(|_| GeoError(format!("coordinates '{}' are not a JSON array", clip(coordinates))))?,
-            Err(_) => return gerr(format!("coordinates '{}' are not a JSON array", clip(coordinates))),
+                .map_err(|_| {
+                    GeoError(format!(
+                        "coordinates '{}' are not a JSON array",
+                        clip(coordinates)
+                    ))
+                })?,
+            Err(_) => {
+                return gerr(format!(
+                    "coordinates '{}' are not a JSON array",
+                    clip(coordinates)
+                ))
+            }
         };
         Self::build(rel, geometry, coords, geoproperty)
     }
 
     /// From a JSON `geoQ` object (queries by POST and subscriptions).
     pub fn from_json(v: &Value) -> Result<GeoQuery, GeoError> {
-        let o = v.as_object().ok_or_else(|| GeoError("geoQ must be an object".into()))?;
+        let o = v
+            .as_object()
+            .ok_or_else(|| GeoError("geoQ must be an object".into()))?;
         let rel = o
             .get("georel")
             .and_then(Value::as_str)
@@ -165,14 +196,26 @@ impl GeoQuery {
         };
         match o.get("coordinates") {
             Some(Value::String(s)) => Self::from_params(rel, geometry, s, prop),
-            Some(c @ Value::Array(_)) => Self::build(GeoRel::parse(rel)?, geometry, c.clone(), prop),
+            Some(c @ Value::Array(_)) => {
+                Self::build(GeoRel::parse(rel)?, geometry, c.clone(), prop)
+            }
             _ => gerr("geoQ.coordinates is missing"),
         }
     }
 
-    fn build(rel: GeoRel, geometry: &str, coords: Value, geoproperty: Option<&str>) -> Result<GeoQuery, GeoError> {
-        if !matches!(geometry, "Point" | "MultiPoint" | "LineString" | "MultiLineString" | "Polygon" | "MultiPolygon") {
-            return gerr(format!("geometry '{geometry}' is not a GeoJSON geometry type"));
+    fn build(
+        rel: GeoRel,
+        geometry: &str,
+        coords: Value,
+        geoproperty: Option<&str>,
+    ) -> Result<GeoQuery, GeoError> {
+        if !matches!(
+            geometry,
+            "Point" | "MultiPoint" | "LineString" | "MultiLineString" | "Polygon" | "MultiPolygon"
+        ) {
+            return gerr(format!(
+                "geometry '{geometry}' is not a GeoJSON geometry type"
+            ));
         }
         let geojson = json!({"type": geometry, "coordinates": coords});
         let g = geometry_from_geojson(&geojson)?;
@@ -180,18 +223,28 @@ impl GeoQuery {
         if prop.is_empty() || prop.contains(char::is_whitespace) {
             return gerr("geoproperty must be an attribute name");
         }
-        Ok(GeoQuery { rel, geometry: g, geojson, geoproperty: prop.to_string() })
+        Ok(GeoQuery {
+            rel,
+            geometry: g,
+            geojson,
+            geoproperty: prop.to_string(),
+        })
     }
 
     /// Does an entity's geometry stand in the relation to the query geometry?
     pub fn matches(&self, target: &Geometry<f64>) -> bool {
         let q = &self.geometry;
         match &self.rel {
-            GeoRel::Near { max_distance, min_distance } => {
+            GeoRel::Near {
+                max_distance,
+                min_distance,
+            } => {
                 let d = distance_m(q, target);
                 max_distance.is_none_or(|m| d <= m) && min_distance.is_none_or(|m| d >= m)
             }
-            GeoRel::Within => q.contains(target) || (is_point(target) && q.intersects(target) && !is_point(q)),
+            GeoRel::Within => {
+                q.contains(target) || (is_point(target) && q.intersects(target) && !is_point(q))
+            }
             GeoRel::Contains => target.contains(q),
             GeoRel::Intersects => target.intersects(q),
             GeoRel::Disjoint => !target.intersects(q),
@@ -204,19 +257,33 @@ impl GeoQuery {
     pub fn candidate_bbox(&self) -> Option<Rect<f64>> {
         let b = bbox(&self.geometry)?;
         match &self.rel {
-            GeoRel::Near { max_distance: Some(m), .. } => {
+            GeoRel::Near {
+                max_distance: Some(m),
+                ..
+            } => {
                 let dlat = m / METRES_PER_DEGREE * 1.01 + 1e-9;
                 let max_lat = (b.max().y.abs().max(b.min().y.abs()) + dlat).min(90.0);
                 let cos = max_lat.to_radians().cos();
-                let dlon = if cos < 1e-6 { 360.0 } else { (m / (METRES_PER_DEGREE * cos)) * 1.01 + 1e-9 };
-                let (min_x, max_x) = if dlon >= 180.0 || b.min().x - dlon < -180.0 || b.max().x + dlon > 180.0 {
-                    (-180.0, 180.0)
+                let dlon = if cos < 1e-6 {
+                    360.0
                 } else {
-                    (b.min().x - dlon, b.max().x + dlon)
+                    (m / (METRES_PER_DEGREE * cos)) * 1.01 + 1e-9
                 };
+                let (min_x, max_x) =
+                    if dlon >= 180.0 || b.min().x - dlon < -180.0 || b.max().x + dlon > 180.0 {
+                        (-180.0, 180.0)
+                    } else {
+                        (b.min().x - dlon, b.max().x + dlon)
+                    };
                 Some(Rect::new(
-                    Coord { x: min_x, y: (b.min().y - dlat).max(-90.0) },
-                    Coord { x: max_x, y: (b.max().y + dlat).min(90.0) },
+                    Coord {
+                        x: min_x,
+                        y: (b.min().y - dlat).max(-90.0),
+                    },
+                    Coord {
+                        x: max_x,
+                        y: (b.max().y + dlat).min(90.0),
+                    },
                 ))
             }
             GeoRel::Near { .. } | GeoRel::Disjoint => None,
@@ -228,7 +295,10 @@ impl GeoQuery {
     pub fn to_params(&self) -> (String, String, String) {
         (
             self.rel.to_string(),
-            self.geojson["type"].as_str().unwrap_or_default().to_string(),
+            self.geojson["type"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
             self.geojson["coordinates"].to_string(),
         )
     }
@@ -259,7 +329,8 @@ pub fn distance_m(a: &Geometry<f64>, b: &Geometry<f64>) -> f64 {
             for (x, y) in [(a, b), (b, a)] {
                 for c in coords(x) {
                     let p = Point::from(c);
-                    if let Closest::Intersection(q) | Closest::SinglePoint(q) = y.closest_point(&p) {
+                    if let Closest::Intersection(q) | Closest::SinglePoint(q) = y.closest_point(&p)
+                    {
                         best = best.min(Haversine::distance(p, q));
                     }
                 }
@@ -284,16 +355,27 @@ pub fn bbox(g: &Geometry<f64>) -> Option<Rect<f64>> {
 struct Counter(usize);
 
 fn position(v: &Value, n: &mut Counter) -> Result<Coord<f64>, GeoError> {
-    let a = v.as_array().ok_or_else(|| GeoError(format!("a position must be an array of numbers, not {}", short(v))))?;
+    let a = v.as_array().ok_or_else(|| {
+        GeoError(format!(
+            "a position must be an array of numbers, not {}",
+            short(v)
+        ))
+    })?;
     if a.len() < 2 || a.len() > 3 {
         return gerr(format!("a position has 2 or 3 numbers, not {}", a.len()));
     }
     n.0 += 1;
     if n.0 > MAX_POSITIONS {
-        return gerr(format!("a geometry may have at most {MAX_POSITIONS} positions"));
+        return gerr(format!(
+            "a geometry may have at most {MAX_POSITIONS} positions"
+        ));
     }
-    let x = a[0].as_f64().ok_or_else(|| GeoError(format!("longitude {} is not a number", short(&a[0]))))?;
-    let y = a[1].as_f64().ok_or_else(|| GeoError(format!("latitude {} is not a number", short(&a[1]))))?;
+    let x = a[0]
+        .as_f64()
+        .ok_or_else(|| GeoError(format!("longitude {} is not a number", short(&a[0]))))?;
+    let y = a[1]
+        .as_f64()
+        .ok_or_else(|| GeoError(format!("latitude {} is not a number", short(&a[1]))))?;
     if a.len() == 3 && a[2].as_f64().is_none() {
         return gerr("altitude is not a number");
     }
@@ -323,7 +405,9 @@ fn line(v: &Value, n: &mut Counter) -> Result<LineString<f64>, GeoError> {
 }
 
 fn polygon(v: &Value, n: &mut Counter) -> Result<Polygon<f64>, GeoError> {
-    let rings = v.as_array().ok_or_else(|| GeoError("a Polygon's coordinates must be an array of rings".into()))?;
+    let rings = v
+        .as_array()
+        .ok_or_else(|| GeoError("a Polygon's coordinates must be an array of rings".into()))?;
     if rings.is_empty() {
         return gerr("a Polygon needs at least one ring");
     }
@@ -355,20 +439,40 @@ fn geometry_depth(v: &Value, depth: usize, n: &mut Counter) -> Result<Geometry<f
     if depth > 8 {
         return gerr("GeometryCollections nest too deeply");
     }
-    let o = v.as_object().ok_or_else(|| GeoError(format!("a geometry must be a GeoJSON object, not {}", short(v))))?;
-    let t = o.get("type").and_then(Value::as_str).ok_or_else(|| GeoError("a geometry needs a type".into()))?;
+    let o = v.as_object().ok_or_else(|| {
+        GeoError(format!(
+            "a geometry must be a GeoJSON object, not {}",
+            short(v)
+        ))
+    })?;
+    let t = o
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| GeoError("a geometry needs a type".into()))?;
     if t == "GeometryCollection" {
         let gs = o
             .get("geometries")
             .and_then(Value::as_array)
             .ok_or_else(|| GeoError("a GeometryCollection needs geometries".into()))?;
-        let items = gs.iter().map(|g| geometry_depth(g, depth + 1, n)).collect::<Result<Vec<_>, _>>()?;
-        return Ok(Geometry::GeometryCollection(GeometryCollection::from(items)));
+        let items = gs
+            .iter()
+            .map(|g| geometry_depth(g, depth + 1, n))
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(Geometry::GeometryCollection(GeometryCollection::from(
+            items,
+        )));
     }
-    let c = o.get("coordinates").ok_or_else(|| GeoError(format!("the {t} has no coordinates")))?;
+    let c = o
+        .get("coordinates")
+        .ok_or_else(|| GeoError(format!("the {t} has no coordinates")))?;
     Ok(match t {
         "Point" => Geometry::Point(Point::from(position(c, n)?)),
-        "MultiPoint" => Geometry::MultiPoint(MultiPoint::from(positions(c, n)?.into_iter().map(Point::from).collect::<Vec<_>>())),
+        "MultiPoint" => Geometry::MultiPoint(MultiPoint::from(
+            positions(c, n)?
+                .into_iter()
+                .map(Point::from)
+                .collect::<Vec<_>>(),
+        )),
         "LineString" => Geometry::LineString(line(c, n)?),
         "MultiLineString" => Geometry::MultiLineString(MultiLineString::new(
             c.as_array()
@@ -407,15 +511,25 @@ fn polygon_json(p: &Polygon<f64>) -> Value {
 pub fn geometry_to_geojson(g: &Geometry<f64>) -> Value {
     match g {
         Geometry::Point(p) => json!({"type": "Point", "coordinates": coord_json(&p.0)}),
-        Geometry::MultiPoint(m) => json!({"type": "MultiPoint", "coordinates": m.0.iter().map(|p| coord_json(&p.0)).collect::<Vec<_>>()}),
+        Geometry::MultiPoint(m) => {
+            json!({"type": "MultiPoint", "coordinates": m.0.iter().map(|p| coord_json(&p.0)).collect::<Vec<_>>()})
+        }
         Geometry::LineString(l) => json!({"type": "LineString", "coordinates": line_json(l)}),
-        Geometry::MultiLineString(m) => json!({"type": "MultiLineString", "coordinates": m.0.iter().map(line_json).collect::<Vec<_>>()}),
+        Geometry::MultiLineString(m) => {
+            json!({"type": "MultiLineString", "coordinates": m.0.iter().map(line_json).collect::<Vec<_>>()})
+        }
         Geometry::Polygon(p) => json!({"type": "Polygon", "coordinates": polygon_json(p)}),
-        Geometry::MultiPolygon(m) => json!({"type": "MultiPolygon", "coordinates": m.0.iter().map(polygon_json).collect::<Vec<_>>()}),
-        Geometry::GeometryCollection(c) => json!({"type": "GeometryCollection", "geometries": c.0.iter().map(geometry_to_geojson).collect::<Vec<_>>()}),
+        Geometry::MultiPolygon(m) => {
+            json!({"type": "MultiPolygon", "coordinates": m.0.iter().map(polygon_json).collect::<Vec<_>>()})
+        }
+        Geometry::GeometryCollection(c) => {
+            json!({"type": "GeometryCollection", "geometries": c.0.iter().map(geometry_to_geojson).collect::<Vec<_>>()})
+        }
         Geometry::Rect(r) => geometry_to_geojson(&Geometry::Polygon(r.to_polygon())),
         Geometry::Triangle(t) => geometry_to_geojson(&Geometry::Polygon(t.to_polygon())),
-        Geometry::Line(l) => geometry_to_geojson(&Geometry::LineString(LineString::from(vec![l.start, l.end]))),
+        Geometry::Line(l) => geometry_to_geojson(&Geometry::LineString(LineString::from(vec![
+            l.start, l.end,
+        ]))),
     }
 }
 
@@ -430,7 +544,13 @@ mod tests {
     }
 
     fn near(m: f64) -> GeoQuery {
-        GeoQuery::from_params(&format!("near;maxDistance=={m}"), "Point", &format!("[{},{}]", MAIDAN.0, MAIDAN.1), None).unwrap()
+        GeoQuery::from_params(
+            &format!("near;maxDistance=={m}"),
+            "Point",
+            &format!("[{},{}]", MAIDAN.0, MAIDAN.1),
+            None,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -441,9 +561,13 @@ mod tests {
         assert!((1400.0..1440.0).contains(&d), "{d}");
         assert!(near(2000.0).matches(&p));
         assert!(!near(1000.0).matches(&p));
-        let far = GeoQuery::from_params("near;minDistance==1000", "Point", "[30.5234,50.4501]", None).unwrap();
+        let far =
+            GeoQuery::from_params("near;minDistance==1000", "Point", "[30.5234,50.4501]", None)
+                .unwrap();
         assert!(far.matches(&p) && !far.matches(&pt(MAIDAN.0, MAIDAN.1)));
-        let legacy = GeoQuery::from_params("near;maxDistance==10", "Point", "30.5234,50.4501", None).unwrap();
+        let legacy =
+            GeoQuery::from_params("near;maxDistance==10", "Point", "30.5234,50.4501", None)
+                .unwrap();
         assert!(legacy.matches(&pt(MAIDAN.0, MAIDAN.1)));
     }
 
@@ -453,7 +577,10 @@ mod tests {
         let within = GeoQuery::from_params("within", "Polygon", square, None).unwrap();
         assert!(within.matches(&pt(30.55, 50.45)) && !within.matches(&pt(30.7, 50.45)));
         let inter = GeoQuery::from_params("intersects", "Polygon", square, None).unwrap();
-        let road = geometry_from_geojson(&json!({"type": "LineString", "coordinates": [[30.4, 50.45], [30.55, 50.45]]})).unwrap();
+        let road = geometry_from_geojson(
+            &json!({"type": "LineString", "coordinates": [[30.4, 50.45], [30.55, 50.45]]}),
+        )
+        .unwrap();
         assert!(inter.matches(&road) && !within.matches(&road));
         let disjoint = GeoQuery::from_params("disjoint", "Polygon", square, None).unwrap();
         assert!(disjoint.matches(&pt(31.0, 50.0)) && !disjoint.matches(&pt(30.55, 50.45)));
@@ -481,20 +608,42 @@ mod tests {
                 }
             }
         }
-        assert!(GeoQuery::from_params("disjoint", "Point", "[1,2]", None).unwrap().candidate_bbox().is_none());
+        assert!(GeoQuery::from_params("disjoint", "Point", "[1,2]", None)
+            .unwrap()
+            .candidate_bbox()
+            .is_none());
     }
 
     #[test]
     fn bad_inputs_say_what_is_wrong() {
         let bad: &[(&str, &str, &str)] = &[
-            ("", "Point", "[1,2]"), ("nearby", "Point", "[1,2]"), ("near", "Point", "[1,2]"), ("near;maxDistance==-5", "Point", "[1,2]"),
-            ("near;maxDistance==x", "Point", "[1,2]"), ("near;maxDistance", "Point", "[1,2]"), ("near;foo==3", "Point", "[1,2]"),
-            ("within;x==1", "Polygon", "[[[0,0],[1,0],[1,1],[0,0]]]"), ("within", "", "[1,2]"), ("within", "Point", ""),
-            ("within", "Circle", "[1,2]"), ("within", "Point", "[1]"), ("within", "Point", "[1,2,3,4]"), ("within", "Point", "[200,2]"),
-            ("within", "Point", "[1,95]"), ("within", "Point", "[\"a\",2]"), ("within", "Point", "{x}"), ("within", "LineString", "[[1,2]]"),
-            ("within", "Polygon", "[[[0,0],[1,0],[1,1]]]"), ("within", "Polygon", "[[[0,0],[1,0],[1,1],[0,1]]]"), ("within", "Polygon", "[]"),
-            ("within", "MultiPolygon", "[1]"), ("within", "Polygon", "[[0,0],[1,0],[1,1],[0,0]]"), ("within", "MultiPoint", "[[1]]"),
-            ("within", "point", "[1,2]"), ("near;maxDistance==NaN", "Point", "[1,2]"), ("near;maxDistance==1;maxDistance==2", "Point", "[1,2]"),
+            ("", "Point", "[1,2]"),
+            ("nearby", "Point", "[1,2]"),
+            ("near", "Point", "[1,2]"),
+            ("near;maxDistance==-5", "Point", "[1,2]"),
+            ("near;maxDistance==x", "Point", "[1,2]"),
+            ("near;maxDistance", "Point", "[1,2]"),
+            ("near;foo==3", "Point", "[1,2]"),
+            ("within;x==1", "Polygon", "[[[0,0],[1,0],[1,1],[0,0]]]"),
+            ("within", "", "[1,2]"),
+            ("within", "Point", ""),
+            ("within", "Circle", "[1,2]"),
+            ("within", "Point", "[1]"),
+            ("within", "Point", "[1,2,3,4]"),
+            ("within", "Point", "[200,2]"),
+            ("within", "Point", "[1,95]"),
+            ("within", "Point", "[\"a\",2]"),
+            ("within", "Point", "{x}"),
+            ("within", "LineString", "[[1,2]]"),
+            ("within", "Polygon", "[[[0,0],[1,0],[1,1]]]"),
+            ("within", "Polygon", "[[[0,0],[1,0],[1,1],[0,1]]]"),
+            ("within", "Polygon", "[]"),
+            ("within", "MultiPolygon", "[1]"),
+            ("within", "Polygon", "[[0,0],[1,0],[1,1],[0,0]]"),
+            ("within", "MultiPoint", "[[1]]"),
+            ("within", "point", "[1,2]"),
+            ("near;maxDistance==NaN", "Point", "[1,2]"),
+            ("near;maxDistance==1;maxDistance==2", "Point", "[1,2]"),
         ];
         for (r, g, c) in bad {
             let e = GeoQuery::from_params(r, g, c, None);
@@ -507,7 +656,11 @@ mod tests {
 
     #[test]
     fn params_round_trip() {
-        for (r, g, c) in [("near;maxDistance==2000", "Point", "[30.5,50.4]"), ("within", "Polygon", "[[[0,0],[1,0],[1,1],[0,0]]]"), ("near;minDistance==5.5", "LineString", "[[1,2],[3,4]]")] {
+        for (r, g, c) in [
+            ("near;maxDistance==2000", "Point", "[30.5,50.4]"),
+            ("within", "Polygon", "[[[0,0],[1,0],[1,1],[0,0]]]"),
+            ("near;minDistance==5.5", "LineString", "[[1,2],[3,4]]"),
+        ] {
             let q = GeoQuery::from_params(r, g, c, None).unwrap();
             let (a, b, d) = q.to_params();
             assert_eq!(GeoQuery::from_params(&a, &b, &d, None).unwrap(), q);

@@ -13,7 +13,15 @@ use serde_json::{Map, Value};
 
 const MAX_LEN: usize = 8 * 1024;
 const MAX_DEPTH: usize = 64;
-const METADATA: &[&str] = &["observedAt", "createdAt", "modifiedAt", "unitCode", "datasetId", "value", "object"];
+const METADATA: &[&str] = &[
+    "observedAt",
+    "createdAt",
+    "modifiedAt",
+    "unitCode",
+    "datasetId",
+    "value",
+    "object",
+];
 
 /// What is wrong with a query, and where (byte offset).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -24,7 +32,10 @@ pub struct QError {
 }
 
 fn err<T>(msg: impl Into<String>, pos: usize) -> Result<T, QError> {
-    Err(QError { msg: msg.into(), pos })
+    Err(QError {
+        msg: msg.into(),
+        pos,
+    })
 }
 
 /// Comparison operators.
@@ -119,10 +130,17 @@ pub fn parse(input: &str) -> Result<QExpr, QError> {
     if input.trim().is_empty() {
         return err("the query is empty", 0);
     }
-    let mut p = Parser { s: input, i: 0, depth: 0 };
+    let mut p = Parser {
+        s: input,
+        i: 0,
+        depth: 0,
+    };
     let e = p.or()?;
     if p.i < p.s.len() {
-        return err(format!("unexpected '{}'", p.rest().chars().next().unwrap_or(' ')), p.i);
+        return err(
+            format!("unexpected '{}'", p.rest().chars().next().unwrap_or(' ')),
+            p.i,
+        );
     }
     Ok(e)
 }
@@ -147,7 +165,11 @@ impl<'a> Parser<'a> {
             self.i += 1;
             items.push(self.and()?);
         }
-        Ok(if items.len() == 1 { items.remove(0) } else { QExpr::Or(items) })
+        Ok(if items.len() == 1 {
+            items.remove(0)
+        } else {
+            QExpr::Or(items)
+        })
     }
 
     fn and(&mut self) -> Result<QExpr, QError> {
@@ -156,7 +178,11 @@ impl<'a> Parser<'a> {
             self.i += 1;
             items.push(self.atom()?);
         }
-        Ok(if items.len() == 1 { items.remove(0) } else { QExpr::And(items) })
+        Ok(if items.len() == 1 {
+            items.remove(0)
+        } else {
+            QExpr::And(items)
+        })
     }
 
     fn atom(&mut self) -> Result<QExpr, QError> {
@@ -199,11 +225,18 @@ impl<'a> Parser<'a> {
         }
         let value = match op {
             Op::Match | Op::NotMatch => {
-                let pat = if raw.starts_with('"') { unquote(raw, start)? } else { raw.to_string() };
+                let pat = if raw.starts_with('"') {
+                    unquote(raw, start)?
+                } else {
+                    raw.to_string()
+                };
                 let re = regex::RegexBuilder::new(&pat)
                     .size_limit(1 << 20)
                     .build()
-                    .map_err(|e| QError { msg: format!("invalid pattern: {e}"), pos: start })?;
+                    .map_err(|e| QError {
+                        msg: format!("invalid pattern: {e}"),
+                        pos: start,
+                    })?;
                 QValue::Pattern(pat, re)
             }
             _ => value(raw, start, op)?,
@@ -215,7 +248,11 @@ impl<'a> Parser<'a> {
         let start = self.i;
         let rest = self.rest();
         // A full IRI may hold dots and slashes: read it whole, up to an operator or a bracket.
-        let iri = rest.find("://").is_some_and(|p| rest[..p].chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)));
+        let iri = rest.find("://").is_some_and(|p| {
+            rest[..p]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        });
         let end = rest
             .char_indices()
             .find(|&(_, c)| is_stop(c) || c == '[' || (!iri && c == '.'))
@@ -225,7 +262,10 @@ impl<'a> Parser<'a> {
         if name.is_empty() {
             return err("an attribute name is missing", start);
         }
-        if let Some(c) = name.chars().find(|c| c.is_whitespace() || c.is_control() || "\"'".contains(*c)) {
+        if let Some(c) = name
+            .chars()
+            .find(|c| c.is_whitespace() || c.is_control() || "\"'".contains(*c))
+        {
             return err(format!("the attribute name contains {c:?}"), start);
         }
         self.i += end;
@@ -243,7 +283,10 @@ impl<'a> Parser<'a> {
         while self.peek() == Some('[') {
             self.i += 1;
             let start = self.i;
-            let end = self.rest().find(']').ok_or(QError { msg: "missing ']'".into(), pos: start })?;
+            let end = self.rest().find(']').ok_or(QError {
+                msg: "missing ']'".into(),
+                pos: start,
+            })?;
             let m = &self.rest()[..end];
             if m.is_empty() || m.contains(['[', '(', ')', ';', '|']) {
                 return err("invalid member name in brackets", start);
@@ -256,7 +299,16 @@ impl<'a> Parser<'a> {
 
     fn op(&mut self) -> Result<Option<Op>, QError> {
         let r = self.rest();
-        let ops = [("!~=", Op::NotMatch), ("==", Op::Eq), ("!=", Op::Ne), (">=", Op::Ge), ("<=", Op::Le), ("~=", Op::Match), (">", Op::Gt), ("<", Op::Lt)];
+        let ops = [
+            ("!~=", Op::NotMatch),
+            ("==", Op::Eq),
+            ("!=", Op::Ne),
+            (">=", Op::Ge),
+            ("<=", Op::Le),
+            ("~=", Op::Match),
+            (">", Op::Gt),
+            ("<", Op::Lt),
+        ];
         for (t, op) in ops {
             if r.starts_with(t) {
                 self.i += t.len();
@@ -314,7 +366,10 @@ fn unquote(raw: &str, pos: usize) -> Result<String, QError> {
         .strip_prefix('"')
         .and_then(|r| r.strip_suffix('"'))
         .filter(|_| raw.len() >= 2)
-        .ok_or(QError { msg: "a string must end with '\"'".into(), pos })?;
+        .ok_or(QError {
+            msg: "a string must end with '\"'".into(),
+            pos,
+        })?;
     let mut out = String::with_capacity(inner.len());
     let mut chars = inner.chars();
     while let Some(c) = chars.next() {
@@ -371,15 +426,25 @@ fn lit(raw: &str, pos: usize) -> Result<Lit, QError> {
     }
     if raw.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '+' || c == '.') {
         if let Ok(n) = raw.parse::<f64>() {
-            if n.is_finite() && !raw.starts_with('+') && !raw.ends_with('.') && !raw.starts_with('.') {
+            if n.is_finite()
+                && !raw.starts_with('+')
+                && !raw.ends_with('.')
+                && !raw.starts_with('.')
+            {
                 return Ok(Lit::Num(n));
             }
         }
     }
     if raw.starts_with(['=', '<', '>', '!', '~']) {
-        return err(format!("unexpected '{}' at the start of a value", &raw[..1]), pos);
+        return err(
+            format!("unexpected '{}' at the start of a value", &raw[..1]),
+            pos,
+        );
     }
-    if let Some(c) = raw.chars().find(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '(' | ')')) {
+    if let Some(c) = raw
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '(' | ')'))
+    {
         return err(format!("unexpected {c:?} in a value (quote strings)"), pos);
     }
     Ok(Lit::Bare(raw.to_string()))
@@ -391,7 +456,10 @@ fn value(raw: &str, pos: usize, op: Op) -> Result<QValue, QError> {
         if !matches!(op, Op::Eq | Op::Ne) {
             return err("a list of values needs == or !=", pos);
         }
-        let items = list.iter().map(|(o, t)| lit(t, pos + o)).collect::<Result<Vec<_>, _>>()?;
+        let items = list
+            .iter()
+            .map(|(o, t)| lit(t, pos + o))
+            .collect::<Result<Vec<_>, _>>()?;
         return Ok(QValue::List(items));
     }
     let range = split_top(raw, "..");
@@ -515,7 +583,9 @@ impl QExpr {
     pub fn attribute_names(&self) -> Vec<&str> {
         match self {
             QExpr::And(v) | QExpr::Or(v) => v.iter().flat_map(QExpr::attribute_names).collect(),
-            QExpr::Term(QTerm::Exists(p) | QTerm::NotExists(p) | QTerm::Compare(p, _, _)) => vec![p.attr.as_str()],
+            QExpr::Term(QTerm::Exists(p) | QTerm::NotExists(p) | QTerm::Compare(p, _, _)) => {
+                vec![p.attr.as_str()]
+            }
         }
     }
 
@@ -534,7 +604,9 @@ impl QExpr {
             QExpr::Or(v) => v.iter().any(|x| x.matches_map(e)),
             QExpr::Term(QTerm::Exists(p)) => !targets(e, p).is_empty(),
             QExpr::Term(QTerm::NotExists(p)) => targets(e, p).is_empty(),
-            QExpr::Term(QTerm::Compare(p, op, v)) => targets(e, p).iter().any(|t| compare(t, *op, v)),
+            QExpr::Term(QTerm::Compare(p, op, v)) => {
+                targets(e, p).iter().any(|t| compare(t, *op, v))
+            }
         }
     }
 }
@@ -615,7 +687,10 @@ fn targets<'a>(e: &'a Map<String, Value>, p: &AttrPath) -> Vec<&'a Value> {
             continue;
         }
         // A language map compares by its texts.
-        if inst.get("type").and_then(Value::as_str) == Some("LanguageProperty") && p.sub.is_empty() && p.members.is_empty() {
+        if inst.get("type").and_then(Value::as_str) == Some("LanguageProperty")
+            && p.sub.is_empty()
+            && p.members.is_empty()
+        {
             if let Some(m) = v.as_object() {
                 out.extend(m.values());
                 continue;
@@ -642,7 +717,10 @@ fn lit_cmp(t: &Value, l: &Lit) -> Option<std::cmp::Ordering> {
             _ => Some(s.as_str().cmp(x.as_str())),
         },
         (Value::Bool(b), Lit::Bool(x)) => Some(b.cmp(x)),
-        (Value::Object(o), _) => o.get("object").or_else(|| o.get("@value")).and_then(|v| lit_cmp(v, l)),
+        (Value::Object(o), _) => o
+            .get("object")
+            .or_else(|| o.get("@value"))
+            .and_then(|v| lit_cmp(v, l)),
         _ => None,
     }
 }
@@ -656,9 +734,12 @@ fn scalar(t: &Value, op: Op, v: &QValue) -> bool {
         },
         (_, QValue::Pattern(..)) => false,
         (Op::Eq | Op::Ne, QValue::One(l)) => (lit_cmp(t, l) == Some(Equal)) == (op == Op::Eq),
-        (Op::Eq | Op::Ne, QValue::List(ls)) => ls.iter().any(|l| lit_cmp(t, l) == Some(Equal)) == (op == Op::Eq),
+        (Op::Eq | Op::Ne, QValue::List(ls)) => {
+            ls.iter().any(|l| lit_cmp(t, l) == Some(Equal)) == (op == Op::Eq)
+        }
         (Op::Eq | Op::Ne, QValue::Range(a, b)) => {
-            let inside = matches!(lit_cmp(t, a), Some(Greater | Equal)) && matches!(lit_cmp(t, b), Some(Less | Equal));
+            let inside = matches!(lit_cmp(t, a), Some(Greater | Equal))
+                && matches!(lit_cmp(t, b), Some(Less | Equal));
             inside == (op == Op::Eq)
         }
         (Op::Gt, QValue::One(l)) => lit_cmp(t, l) == Some(Greater),
@@ -705,12 +786,16 @@ mod tests {
     }
 
     fn m(q: &str) -> bool {
-        parse(q).unwrap_or_else(|e| panic!("{q}: {e}")).matches(&entity())
+        parse(q)
+            .unwrap_or_else(|e| panic!("{q}: {e}"))
+            .matches(&entity())
     }
 
     #[test]
     fn comparisons() {
-        assert!(m("pm25>10") && m("pm25>=12.5") && m("pm25<13") && m("pm25<=12.5") && m("pm25==12.5"));
+        assert!(
+            m("pm25>10") && m("pm25>=12.5") && m("pm25<13") && m("pm25<=12.5") && m("pm25==12.5")
+        );
         assert!(!m("pm25>12.5") && !m("pm25!=12.5") && m("pm25!=3"));
         assert!(m("name==\"Podil station\"") && !m("name==\"Obolon\""));
         assert!(m("name>\"A\""));
@@ -729,11 +814,17 @@ mod tests {
 
     #[test]
     fn paths() {
-        assert!(m("pm25.observedAt>=2023-12-31T00:00:00Z") && !m("pm25.observedAt>2024-06-01T00:00:00Z"));
+        assert!(
+            m("pm25.observedAt>=2023-12-31T00:00:00Z")
+                && !m("pm25.observedAt>2024-06-01T00:00:00Z")
+        );
         assert!(m("pm25.unitCode==\"GQ\""));
         assert!(m("pm25.quality==\"good\""));
         assert!(m("address[city]==\"Kyiv\"") && m("address[street][name]==\"Khreshchatyk\""));
-        assert!(m("address.city==\"Kyiv\""), "dots into a structured value are accepted");
+        assert!(
+            m("address.city==\"Kyiv\""),
+            "dots into a structured value are accepted"
+        );
         assert!(m("owner==urn:ngsi-ld:Person:1") && m("owner==\"urn:ngsi-ld:Person:1\""));
         assert!(m("label==\"Міст\""));
         assert!(m("tags==\"b\"") && !m("tags!=\"b\""));
@@ -761,7 +852,17 @@ mod tests {
 
     #[test]
     fn round_trip_printing() {
-        for q in ["a==1", "a!=\"x\\\"y\"", "a==1..5", "a==1,2,3", "a~=\"^x(y|z)\"", "(a|b);c", "!a", "a.b[c]>=2024-01-01T00:00:00Z", "a==urn:x:y"] {
+        for q in [
+            "a==1",
+            "a!=\"x\\\"y\"",
+            "a==1..5",
+            "a==1,2,3",
+            "a~=\"^x(y|z)\"",
+            "(a|b);c",
+            "!a",
+            "a.b[c]>=2024-01-01T00:00:00Z",
+            "a==urn:x:y",
+        ] {
             let e = parse(q).unwrap();
             assert_eq!(parse(&e.to_string()).unwrap(), e, "{q} -> {e}");
         }
@@ -770,9 +871,35 @@ mod tests {
     #[test]
     fn bad_queries_are_errors_with_positions() {
         let bad = [
-            "", "(", ")", "a==", "a==1;", ";a==1", "a==1|", "(a==1", "a==1)", "a===1", "a=1", "a<>1", "a~=(", "a==\"x",
-            "a==x y", "a[==1", "a[]==1", "a..b", "==1", "a==1..", "a>1,2", "a>1..3", "a.==1", "a==\"x\"y\"", "!", "a b==1",
-            "a==1..2..3", "a~=[", "a !=1",
+            "",
+            "(",
+            ")",
+            "a==",
+            "a==1;",
+            ";a==1",
+            "a==1|",
+            "(a==1",
+            "a==1)",
+            "a===1",
+            "a=1",
+            "a<>1",
+            "a~=(",
+            "a==\"x",
+            "a==x y",
+            "a[==1",
+            "a[]==1",
+            "a..b",
+            "==1",
+            "a==1..",
+            "a>1,2",
+            "a>1..3",
+            "a.==1",
+            "a==\"x\"y\"",
+            "!",
+            "a b==1",
+            "a==1..2..3",
+            "a~=[",
+            "a !=1",
         ];
         for q in bad {
             assert!(parse(q).is_err(), "{q:?} should fail");

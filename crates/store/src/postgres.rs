@@ -11,7 +11,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use crate::summary::{delta, geo_boxes, nonzero};
-use crate::{AttrKey, Change, EntityQuery, EntityStore, ModifyFn, Modified, QueryPage, StoreError, TypeSummary};
+use crate::{
+    AttrKey, Change, EntityQuery, EntityStore, Modified, ModifyFn, QueryPage, StoreError,
+    TypeSummary,
+};
 
 const SCAN_CHUNK: i64 = 500;
 
@@ -31,7 +34,8 @@ enum Arg {
 }
 
 fn observe(op: &'static str, started: Instant) {
-    metrics::histogram!("misto_storage_seconds", "backend" => "postgres", "op" => op).record(started.elapsed().as_secs_f64());
+    metrics::histogram!("misto_storage_seconds", "backend" => "postgres", "op" => op)
+        .record(started.elapsed().as_secs_f64());
 }
 
 fn decode(doc: &str) -> Result<Entity, StoreError> {
@@ -43,7 +47,9 @@ fn encode(e: &Entity) -> Result<String, StoreError> {
 }
 
 fn expires_of(e: &Entity) -> Option<String> {
-    e.get("expiresAt").and_then(Value::as_str).map(str::to_string)
+    e.get("expiresAt")
+        .and_then(Value::as_str)
+        .map(str::to_string)
 }
 
 impl PgStore {
@@ -56,9 +62,14 @@ impl PgStore {
     /// Connect in a schema of its own, created on the spot: isolated databases for tests.
     pub async fn connect_isolated(url: &str) -> Result<PgStore, StoreError> {
         let opts: PgConnectOptions = url.parse()?;
-        let admin = PgPoolOptions::new().max_connections(1).connect_with(opts.clone()).await?;
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.clone())
+            .await?;
         let schema = format!("misto_{}", uuid_hex());
-        sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await?;
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&admin)
+            .await?;
         admin.close().await;
         Self::connect_with(opts.options([("search_path", format!("{schema},public"))])).await
     }
@@ -70,14 +81,24 @@ impl PgStore {
             .connect_with(opts)
             .await?;
         // PostGIS is optional: creating it needs privileges and the package; the box index serves otherwise.
-        let _ = sqlx::query("CREATE EXTENSION IF NOT EXISTS postgis SCHEMA public").execute(&pool).await;
+        let _ = sqlx::query("CREATE EXTENSION IF NOT EXISTS postgis SCHEMA public")
+            .execute(&pool)
+            .await;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        let postgis: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'postgis')")
-            .fetch_one(&pool)
-            .await?;
+        let postgis: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'postgis')",
+        )
+        .fetch_one(&pool)
+        .await?;
         if postgis {
-            sqlx::query("ALTER TABLE geo_index ADD COLUMN IF NOT EXISTS geom geometry(Polygon, 4326)").execute(&pool).await?;
-            sqlx::query("CREATE INDEX IF NOT EXISTS geo_index_geom ON geo_index USING GIST (geom)").execute(&pool).await?;
+            sqlx::query(
+                "ALTER TABLE geo_index ADD COLUMN IF NOT EXISTS geom geometry(Polygon, 4326)",
+            )
+            .execute(&pool)
+            .await?;
+            sqlx::query("CREATE INDEX IF NOT EXISTS geo_index_geom ON geo_index USING GIST (geom)")
+                .execute(&pool)
+                .await?;
         }
         tracing::info!(postgis, "PostgreSQL store ready");
         Ok(PgStore { pool, postgis })
@@ -94,7 +115,12 @@ fn uuid_hex() -> String {
     for i in 0..2u8 {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u8(i);
-        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
         out.push_str(&format!("{:016x}", h.finish()));
     }
     out
@@ -123,8 +149,17 @@ struct Slot {
 }
 
 impl PgStore {
-    async fn write_indexes(&self, tx: &mut Transaction<'_, Postgres>, tenant: &str, seq: i64, e: &Entity) -> Result<(), StoreError> {
-        let types: Vec<String> = misto_ngsild::entity::types(e).into_iter().map(str::to_string).collect();
+    async fn write_indexes(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        tenant: &str,
+        seq: i64,
+        e: &Entity,
+    ) -> Result<(), StoreError> {
+        let types: Vec<String> = misto_ngsild::entity::types(e)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
         sqlx::query("INSERT INTO entity_types (tenant, type, seq) SELECT $1, t, $2 FROM UNNEST($3::text[]) AS t ON CONFLICT DO NOTHING")
             .bind(tenant)
             .bind(seq)
@@ -157,12 +192,22 @@ impl PgStore {
     }
 
     async fn clear_indexes(tx: &mut Transaction<'_, Postgres>, seq: i64) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM entity_types WHERE seq = $1").bind(seq).execute(&mut **tx).await?;
-        sqlx::query("DELETE FROM geo_index WHERE seq = $1").bind(seq).execute(&mut **tx).await?;
+        sqlx::query("DELETE FROM entity_types WHERE seq = $1")
+            .bind(seq)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("DELETE FROM geo_index WHERE seq = $1")
+            .bind(seq)
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 
-    async fn write_counts(tx: &mut Transaction<'_, Postgres>, tenant: &str, counts: BTreeMap<AttrKey, i64>) -> Result<(), StoreError> {
+    async fn write_counts(
+        tx: &mut Transaction<'_, Postgres>,
+        tenant: &str,
+        counts: BTreeMap<AttrKey, i64>,
+    ) -> Result<(), StoreError> {
         let changes = nonzero(counts);
         if changes.is_empty() {
             return Ok(());
@@ -188,21 +233,18 @@ impl PgStore {
         .bind(&n)
         .execute(&mut **tx)
         .await?;
-        sqlx::query("DELETE FROM type_attr_counts WHERE tenant = $1 AND n <= 0").bind(tenant).execute(&mut **tx).await?;
+        sqlx::query("DELETE FROM type_attr_counts WHERE tenant = $1 AND n <= 0")
+            .bind(tenant)
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 
     /// FROM/WHERE of the candidates, with `$n` placeholders starting at 1.
-    fn candidate_sql(&self, tenant: &str, q: &EntityQuery) -> (bool, String, Vec<Arg>) {
+    fn candidate_sql(&self, tenant: &str, q: &EntityQuery) -> (String, Vec<Arg>) {
         let mut args = vec![Arg::Text(tenant.to_string())];
-        let geo_driven = q.ids.is_none() && q.bbox.is_some();
-        let mut sql = if geo_driven {
-            String::from("FROM entities e WHERE e.tenant = $1")
-        } else if q.ids.is_none() && q.types.is_some() {
-            String::from("FROM entities e WHERE e.tenant = $1")
-        } else {
-            String::from("FROM entities e WHERE e.tenant = $1")
-        };
+        // PostgreSQL's planner picks the driving index (types, GiST, ids) from these predicates itself.
+        let mut sql = String::from("FROM entities e WHERE e.tenant = $1");
         if let Some(ids) = &q.ids {
             args.push(Arg::TextArray(ids.clone()));
             sql.push_str(&format!(" AND e.id = ANY(${})", args.len()));
@@ -222,23 +264,37 @@ impl PgStore {
             args.push(Arg::Float(r.max().y));
             args.push(Arg::Text(attr.clone()));
             let pred = if self.postgis {
-                format!("g.geom && ST_MakeEnvelope(${}, ${}, ${}, ${}, 4326)", base + 1, base + 2, base + 3, base + 4)
+                format!(
+                    "g.geom && ST_MakeEnvelope(${}, ${}, ${}, ${}, 4326)",
+                    base + 1,
+                    base + 2,
+                    base + 3,
+                    base + 4
+                )
             } else {
-                format!("g.bbox && box(point(${}, ${}), point(${}, ${}))", base + 1, base + 2, base + 3, base + 4)
+                format!(
+                    "g.bbox && box(point(${}, ${}), point(${}, ${}))",
+                    base + 1,
+                    base + 2,
+                    base + 3,
+                    base + 4
+                )
             };
             sql.push_str(&format!(" AND EXISTS (SELECT 1 FROM geo_index g WHERE g.seq = e.seq AND g.attr = ${} AND {pred})", base + 5));
         }
-        (geo_driven, sql, args)
+        (sql, args)
     }
 
     async fn run_query(&self, tenant: &str, q: &EntityQuery) -> Result<QueryPage, StoreError> {
-        let (_, from, args) = self.candidate_sql(tenant, q);
+        let (from, args) = self.candidate_sql(tenant, q);
         let mut page = QueryPage::default();
         match &q.filter {
             None => {
                 if q.count {
                     let sql = format!("SELECT count(*) {from}");
-                    let row = bind_all(sqlx::query(&sql), &args).fetch_one(&self.pool).await?;
+                    let row = bind_all(sqlx::query(&sql), &args)
+                        .fetch_one(&self.pool)
+                        .await?;
                     page.total = Some(row.try_get::<i64, _>(0)? as u64);
                 }
                 if q.limit > 0 {
@@ -247,8 +303,14 @@ impl PgStore {
                     let mut a = args.clone();
                     a.push(Arg::Int(limit));
                     a.push(Arg::Int(offset));
-                    let sql = format!("SELECT e.doc {from} ORDER BY e.seq LIMIT ${} OFFSET ${}", a.len() - 1, a.len());
-                    let rows = bind_all(sqlx::query(&sql), &a).fetch_all(&self.pool).await?;
+                    let sql = format!(
+                        "SELECT e.doc {from} ORDER BY e.seq LIMIT ${} OFFSET ${}",
+                        a.len() - 1,
+                        a.len()
+                    );
+                    let rows = bind_all(sqlx::query(&sql), &a)
+                        .fetch_all(&self.pool)
+                        .await?;
                     for r in rows {
                         page.entities.push(decode(&r.try_get::<String, _>(0)?)?);
                     }
@@ -256,13 +318,18 @@ impl PgStore {
             }
             Some(filter) => {
                 let n = args.len();
-                let sql = format!("SELECT e.seq, e.doc {from} AND e.seq > ${} ORDER BY e.seq LIMIT {SCAN_CHUNK}", n + 1);
+                let sql = format!(
+                    "SELECT e.seq, e.doc {from} AND e.seq > ${} ORDER BY e.seq LIMIT {SCAN_CHUNK}",
+                    n + 1
+                );
                 let mut cursor: i64 = 0;
                 let mut matched: u64 = 0;
                 'scan: loop {
                     let mut a = args.clone();
                     a.push(Arg::Int(cursor));
-                    let rows: Vec<PgRow> = bind_all(sqlx::query(&sql), &a).fetch_all(&self.pool).await?;
+                    let rows: Vec<PgRow> = bind_all(sqlx::query(&sql), &a)
+                        .fetch_all(&self.pool)
+                        .await?;
                     let got = rows.len() as i64;
                     for r in rows {
                         cursor = r.try_get::<i64, _>(0)?;
@@ -306,16 +373,21 @@ impl EntityStore for PgStore {
 
     async fn get(&self, tenant: &str, id: &str) -> Result<Option<Entity>, StoreError> {
         let started = Instant::now();
-        let row: Option<(String,)> = sqlx::query_as("SELECT doc FROM entities WHERE tenant = $1 AND id = $2")
-            .bind(tenant)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT doc FROM entities WHERE tenant = $1 AND id = $2")
+                .bind(tenant)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
         observe("get", started);
         row.map(|(d,)| decode(&d)).transpose()
     }
 
-    async fn modify_many(&self, tenant: &str, ops: Vec<(String, ModifyFn)>) -> Result<Vec<Result<Modified, NgsiError>>, StoreError> {
+    async fn modify_many(
+        &self,
+        tenant: &str,
+        ops: Vec<(String, ModifyFn)>,
+    ) -> Result<Vec<Result<Modified, NgsiError>>, StoreError> {
         let started = Instant::now();
         let mut tx = self.pool.begin().await?;
         let mut ids: Vec<String> = ops.iter().map(|(id, _)| id.clone()).collect();
@@ -331,25 +403,45 @@ impl EntityStore for PgStore {
         let mut slots: HashMap<String, Slot> = HashMap::with_capacity(ids.len());
         for (seq, id, doc) in rows {
             let e = decode(&doc)?;
-            slots.insert(id, Slot { seq: Some(seq), original: Some(e.clone()), current: Some(e) });
+            slots.insert(
+                id,
+                Slot {
+                    seq: Some(seq),
+                    original: Some(e.clone()),
+                    current: Some(e),
+                },
+            );
         }
         let mut order: Vec<String> = Vec::new();
         let mut out = Vec::with_capacity(ops.len());
         for (id, f) in ops {
             let slot = slots.entry(id.clone()).or_insert_with(|| {
                 order.push(id.clone());
-                Slot { seq: None, original: None, current: None }
+                Slot {
+                    seq: None,
+                    original: None,
+                    current: None,
+                }
             });
             match f(slot.current.as_ref()) {
                 Err(e) => out.push(Err(e)),
-                Ok(Change::Keep) => out.push(Ok(Modified { before: slot.current.clone(), after: slot.current.clone() })),
+                Ok(Change::Keep) => out.push(Ok(Modified {
+                    before: slot.current.clone(),
+                    after: slot.current.clone(),
+                })),
                 Ok(Change::Put(new)) => {
                     let before = slot.current.replace(new.clone());
-                    out.push(Ok(Modified { before, after: Some(new) }));
+                    out.push(Ok(Modified {
+                        before,
+                        after: Some(new),
+                    }));
                 }
                 Ok(Change::Delete) => {
                     let before = slot.current.take();
-                    out.push(Ok(Modified { before, after: None }));
+                    out.push(Ok(Modified {
+                        before,
+                        after: None,
+                    }));
                 }
             }
         }
@@ -380,7 +472,9 @@ impl EntityStore for PgStore {
                     upd_seq.push(seq);
                     upd_doc.push(encode(e)?);
                     upd_exp.push(expires_of(e));
-                    if misto_ngsild::entity::types(o) != misto_ngsild::entity::types(e) || geo_boxes(o) != geo_boxes(e) {
+                    if misto_ngsild::entity::types(o) != misto_ngsild::entity::types(e)
+                        || geo_boxes(o) != geo_boxes(e)
+                    {
                         reindex.push((seq, e));
                     }
                     delta(Some(o), Some(e), &mut counts);
@@ -424,9 +518,18 @@ impl EntityStore for PgStore {
             }
         }
         if !deleted.is_empty() {
-            sqlx::query("DELETE FROM entities WHERE seq = ANY($1)").bind(&deleted).execute(&mut *tx).await?;
-            sqlx::query("DELETE FROM entity_types WHERE seq = ANY($1)").bind(&deleted).execute(&mut *tx).await?;
-            sqlx::query("DELETE FROM geo_index WHERE seq = ANY($1)").bind(&deleted).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM entities WHERE seq = ANY($1)")
+                .bind(&deleted)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM entity_types WHERE seq = ANY($1)")
+                .bind(&deleted)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM geo_index WHERE seq = ANY($1)")
+                .bind(&deleted)
+                .execute(&mut *tx)
+                .await?;
         }
         Self::write_counts(&mut tx, tenant, counts).await?;
         tx.commit().await?;
@@ -442,10 +545,27 @@ impl EntityStore for PgStore {
     }
 
     async fn purge(&self, tenant: &str, q: &EntityQuery) -> Result<Vec<String>, StoreError> {
-        let all = EntityQuery { offset: 0, limit: usize::MAX, count: false, ..q.clone() };
+        let all = EntityQuery {
+            offset: 0,
+            limit: usize::MAX,
+            count: false,
+            ..q.clone()
+        };
         let page = self.run_query(tenant, &all).await?;
-        let ids: Vec<String> = page.entities.iter().filter_map(|e| e.get("id").and_then(Value::as_str).map(str::to_string)).collect();
-        let ops: Vec<(String, ModifyFn)> = ids.iter().map(|id| (id.clone(), Box::new(|_: Option<&Entity>| Ok(Change::Delete)) as ModifyFn)).collect();
+        let ids: Vec<String> = page
+            .entities
+            .iter()
+            .filter_map(|e| e.get("id").and_then(Value::as_str).map(str::to_string))
+            .collect();
+        let ops: Vec<(String, ModifyFn)> = ids
+            .iter()
+            .map(|id| {
+                (
+                    id.clone(),
+                    Box::new(|_: Option<&Entity>| Ok(Change::Delete)) as ModifyFn,
+                )
+            })
+            .collect();
         let outcomes = self.modify_many(tenant, ops).await?;
         Ok(ids
             .into_iter()
@@ -466,7 +586,11 @@ impl EntityStore for PgStore {
         let mut out: Vec<TypeSummary> = Vec::new();
         for (t, a, k, n) in rows {
             if out.last().map(|s| s.type_iri != t).unwrap_or(true) {
-                out.push(TypeSummary { type_iri: t.clone(), count: 0, attributes: Vec::new() });
+                out.push(TypeSummary {
+                    type_iri: t.clone(),
+                    count: 0,
+                    attributes: Vec::new(),
+                });
             }
             if let Some(s) = out.last_mut() {
                 if a.is_empty() {

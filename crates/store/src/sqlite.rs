@@ -18,7 +18,9 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::summary::{delta, geo_boxes, nonzero};
-use crate::{Change, EntityQuery, EntityStore, ModifyFn, Modified, QueryPage, StoreError, TypeSummary};
+use crate::{
+    Change, EntityQuery, EntityStore, Modified, ModifyFn, QueryPage, StoreError, TypeSummary,
+};
 
 const MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite/0001_entities.sql")];
 /// Geo instances indexed per entity (gid = seq * GEO_SLOTS + n).
@@ -117,8 +119,9 @@ impl SqliteStore {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| StoreError::Other(format!("cannot create {}: {e}", dir.display())))?;
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Other(format!("cannot create {}: {e}", dir.display()))
+                })?;
             }
         }
         let conn = open_writer(&path)?;
@@ -195,7 +198,10 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteMsg>) {
 enum Done {
     Modify(Reply<ModifyOutcome>, Result<ModifyOutcome, StoreError>),
     Purge(Reply<Vec<String>>, Result<Vec<String>, StoreError>),
-    Expire(Reply<Vec<(String, String)>>, Result<Vec<(String, String)>, StoreError>),
+    Expire(
+        Reply<Vec<(String, String)>>,
+        Result<Vec<(String, String)>, StoreError>,
+    ),
 }
 
 fn run_group(conn: &mut Connection, group: Vec<WriteMsg>) {
@@ -223,9 +229,11 @@ fn run_group(conn: &mut Connection, group: Vec<WriteMsg>) {
             WriteMsg::Modify { tenant, ops, reply } => {
                 Done::Modify(reply, apply_modify(&sp, &tenant, ops))
             }
-            WriteMsg::Purge { tenant, query, reply } => {
-                Done::Purge(reply, apply_purge(&sp, &tenant, &query))
-            }
+            WriteMsg::Purge {
+                tenant,
+                query,
+                reply,
+            } => Done::Purge(reply, apply_purge(&sp, &tenant, &query)),
             WriteMsg::Expire { now, reply } => Done::Expire(reply, apply_expire(&sp, &now)),
         };
         let ok = match &outcome {
@@ -301,7 +309,9 @@ fn decode(doc: &str) -> Result<Entity, StoreError> {
 }
 
 fn expires_of(e: &Entity) -> Option<String> {
-    e.get("expiresAt").and_then(Value::as_str).map(str::to_string)
+    e.get("expiresAt")
+        .and_then(Value::as_str)
+        .map(str::to_string)
 }
 
 fn load(c: &Connection, tenant: &str, id: &str) -> Result<Option<(i64, Entity)>, StoreError> {
@@ -341,7 +351,8 @@ fn apply_modify(
                 }));
             }
             (Change::Put(new), None) => {
-                let doc = serde_json::to_string(&new).map_err(|e| StoreError::Other(e.to_string()))?;
+                let doc =
+                    serde_json::to_string(&new).map_err(|e| StoreError::Other(e.to_string()))?;
                 c.prepare_cached(
                     "INSERT INTO entities (tenant, id, doc, expires_at) VALUES (?1, ?2, ?3, ?4)",
                 )?
@@ -356,7 +367,8 @@ fn apply_modify(
                 }));
             }
             (Change::Put(new), Some((seq, old))) => {
-                let doc = serde_json::to_string(&new).map_err(|e| StoreError::Other(e.to_string()))?;
+                let doc =
+                    serde_json::to_string(&new).map_err(|e| StoreError::Other(e.to_string()))?;
                 c.prepare_cached("UPDATE entities SET doc = ?1, expires_at = ?2 WHERE seq = ?3")?
                     .execute(params![doc, expires_of(&new), seq])?;
                 write_types(c, tenant, seq, Some(&old), &new)?;
@@ -407,15 +419,21 @@ fn write_types(
         c.prepare_cached("DELETE FROM entity_types WHERE seq = ?1")?
             .execute(params![seq])?;
     }
-    let mut ins =
-        c.prepare_cached("INSERT OR IGNORE INTO entity_types (tenant, type, seq) VALUES (?1, ?2, ?3)")?;
+    let mut ins = c.prepare_cached(
+        "INSERT OR IGNORE INTO entity_types (tenant, type, seq) VALUES (?1, ?2, ?3)",
+    )?;
     for t in new_types {
         ins.execute(params![tenant, t, seq])?;
     }
     Ok(())
 }
 
-fn write_geo(c: &Connection, seq: i64, old: Option<&Entity>, new: &Entity) -> Result<(), StoreError> {
+fn write_geo(
+    c: &Connection,
+    seq: i64,
+    old: Option<&Entity>,
+    new: &Entity,
+) -> Result<(), StoreError> {
     let boxes = geo_boxes(new);
     if let Some(old) = old {
         if geo_boxes(old) == boxes {
@@ -492,9 +510,11 @@ fn candidate_sql(tenant: &str, q: &EntityQuery) -> (Driver, String, Vec<rusqlite
     };
     let mut sql = match driver {
         Driver::Geo => {
-            let (attr, r) = q.bbox.as_ref().map(|(a, r)| (a.clone(), *r)).unwrap_or_else(|| {
-                (String::new(), geo::Rect::new((0.0, 0.0), (0.0, 0.0)))
-            });
+            let (attr, r) = q
+                .bbox
+                .as_ref()
+                .map(|(a, r)| (a.clone(), *r))
+                .unwrap_or_else(|| (String::new(), geo::Rect::new((0.0, 0.0), (0.0, 0.0))));
             args.push(V::Real(r.max().x));
             args.push(V::Real(r.min().x));
             args.push(V::Real(r.max().y));
@@ -569,7 +589,10 @@ fn run_query(c: &Connection, tenant: &str, q: &EntityQuery) -> Result<QueryPage,
             if q.limit > 0 {
                 // SQLite takes LIMIT -1 for "no limit".
                 let limit = i64::try_from(q.limit).unwrap_or(-1);
-                let sql = format!("SELECT e.seq, e.doc {from}{order} LIMIT {limit} OFFSET {}", q.offset);
+                let sql = format!(
+                    "SELECT e.seq, e.doc {from}{order} LIMIT {limit} OFFSET {}",
+                    q.offset
+                );
                 let mut st = c.prepare_cached(&sql)?;
                 let mut rows = st.query(params_from_iter(args.iter()))?;
                 let mut seen = std::collections::HashSet::new();
@@ -640,7 +663,14 @@ fn apply_purge(c: &Connection, tenant: &str, q: &EntityQuery) -> Result<Vec<Stri
     all.offset = 0;
     all.limit = usize::MAX;
     all.count = false;
-    let page = run_query(c, tenant, &EntityQuery { limit: usize::MAX, ..all })?;
+    let page = run_query(
+        c,
+        tenant,
+        &EntityQuery {
+            limit: usize::MAX,
+            ..all
+        },
+    )?;
     let mut counts = BTreeMap::new();
     let mut ids = Vec::with_capacity(page.entities.len());
     for e in page.entities {
@@ -662,7 +692,9 @@ fn apply_expire(c: &Connection, now: &str) -> Result<Vec<(String, String)>, Stor
         let mut st = c.prepare_cached(
             "SELECT seq, tenant, id, doc FROM entities WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT 10000",
         )?;
-        let rows = st.query_map(params![now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        let rows = st.query_map(params![now], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
         rows.collect::<Result<_, _>>()?
     };
     let mut out = Vec::with_capacity(due.len());
@@ -670,7 +702,11 @@ fn apply_expire(c: &Connection, now: &str) -> Result<Vec<(String, String)>, Stor
     for (seq, tenant, id, doc) in due {
         let old = decode(&doc)?;
         delete_row(c, seq)?;
-        delta(Some(&old), None, by_tenant.entry(tenant.clone()).or_default());
+        delta(
+            Some(&old),
+            None,
+            by_tenant.entry(tenant.clone()).or_default(),
+        );
         out.push((tenant, id));
     }
     for (tenant, counts) in by_tenant {
@@ -720,8 +756,12 @@ impl EntityStore for SqliteStore {
 
     async fn purge(&self, tenant: &str, q: &EntityQuery) -> Result<Vec<String>, StoreError> {
         let (tenant, query) = (tenant.to_string(), q.clone());
-        self.send(|reply| WriteMsg::Purge { tenant, query, reply })
-            .await
+        self.send(|reply| WriteMsg::Purge {
+            tenant,
+            query,
+            reply,
+        })
+        .await
     }
 
     async fn types(&self, tenant: &str) -> Result<Vec<TypeSummary>, StoreError> {

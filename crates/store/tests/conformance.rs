@@ -16,15 +16,22 @@ struct Backend {
 async fn sqlite() -> Backend {
     let dir = tempfile::tempdir().unwrap();
     let store = misto_store::sqlite::SqliteStore::open(dir.path().join("c.db")).unwrap();
-    Backend { store: Arc::new(store), _dir: Some(dir) }
+    Backend {
+        store: Arc::new(store),
+        _dir: Some(dir),
+    }
 }
 
 async fn postgres() -> Backend {
-    let url = std::env::var("MISTO_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let url = std::env::var("MISTO_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let store = misto_store::postgres::PgStore::connect_isolated(&url)
         .await
         .unwrap_or_else(|e| panic!("PostgreSQL at {url} is needed for these tests: {e}"));
-    Backend { store: Arc::new(store), _dir: None }
+    Backend {
+        store: Arc::new(store),
+        _dir: None,
+    }
 }
 
 fn entity(id: &str, ty: &str, attrs: Value) -> Entity {
@@ -53,24 +60,44 @@ fn create(e: Entity) -> ModifyFn {
 }
 
 async fn put_all(s: &dyn EntityStore, tenant: &str, items: Vec<Entity>) {
-    let ops = items.into_iter().map(|e| (e["id"].as_str().unwrap().to_string(), put(e))).collect();
+    let ops = items
+        .into_iter()
+        .map(|e| (e["id"].as_str().unwrap().to_string(), put(e)))
+        .collect();
     for r in s.modify_many(tenant, ops).await.unwrap() {
         r.unwrap();
     }
 }
 
 fn ids(page: &misto_store::QueryPage) -> Vec<String> {
-    page.entities.iter().map(|e| e["id"].as_str().unwrap().to_string()).collect()
+    page.entities
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect()
 }
 
 async fn round_trip(s: &dyn EntityStore) {
-    let e = entity("urn:x:1", "T", json!({"a": [{"type": "Property", "value": {"deep": [1, 2, {"x": "ü"}]}}], "location": point(30.5, 50.4)}));
-    let r = modify(s, "", "urn:x:1", create(e.clone())).await.unwrap().unwrap();
+    let e = entity(
+        "urn:x:1",
+        "T",
+        json!({"a": [{"type": "Property", "value": {"deep": [1, 2, {"x": "ü"}]}}], "location": point(30.5, 50.4)}),
+    );
+    let r = modify(s, "", "urn:x:1", create(e.clone()))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(r.before.is_none());
     assert_eq!(s.get("", "urn:x:1").await.unwrap(), Some(e.clone()));
     assert_eq!(s.get("", "urn:x:none").await.unwrap(), None);
     // A failing closure leaves the entity as it was.
-    let r = modify(s, "", "urn:x:1", create(entity("urn:x:1", "Other", json!({})))).await.unwrap();
+    let r = modify(
+        s,
+        "",
+        "urn:x:1",
+        create(entity("urn:x:1", "Other", json!({}))),
+    )
+    .await
+    .unwrap();
     assert!(r.is_err());
     assert_eq!(s.get("", "urn:x:1").await.unwrap(), Some(e));
 }
@@ -78,20 +105,34 @@ async fn round_trip(s: &dyn EntityStore) {
 async fn batch_with_a_failure(s: &dyn EntityStore) {
     let ops: Vec<(String, ModifyFn)> = vec![
         ("urn:b:1".into(), create(entity("urn:b:1", "T", json!({})))),
-        ("urn:b:2".into(), Box::new(|_| Err(NgsiError::bad_data("no")))),
+        (
+            "urn:b:2".into(),
+            Box::new(|_| Err(NgsiError::bad_data("no"))),
+        ),
         ("urn:b:3".into(), create(entity("urn:b:3", "T", json!({})))),
         ("urn:b:1".into(), create(entity("urn:b:1", "T", json!({})))),
     ];
     let out = s.modify_many("", ops).await.unwrap();
     assert!(out[0].is_ok() && out[1].is_err() && out[2].is_ok());
-    assert!(out[3].is_err(), "a later operation sees the earlier one of the same batch");
+    assert!(
+        out[3].is_err(),
+        "a later operation sees the earlier one of the same batch"
+    );
     assert!(s.get("", "urn:b:1").await.unwrap().is_some());
     assert!(s.get("", "urn:b:2").await.unwrap().is_none());
     assert!(s.get("", "urn:b:3").await.unwrap().is_some());
 }
 
 async fn concurrent_updates_are_not_lost(s: Arc<dyn EntityStore>) {
-    modify(s.as_ref(), "", "urn:c:1", create(entity("urn:c:1", "T", json!({})))).await.unwrap().unwrap();
+    modify(
+        s.as_ref(),
+        "",
+        "urn:c:1",
+        create(entity("urn:c:1", "T", json!({}))),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     let mut tasks = Vec::new();
     for i in 0..20 {
         let s = s.clone();
@@ -123,14 +164,22 @@ async fn delete_and_counts(s: &dyn EntityStore) {
     let tt = t.iter().find(|x| x.type_iri == "T").unwrap();
     assert_eq!(tt.count, 2);
     assert!(tt.attributes.contains(&("a".into(), "Property".into(), 2)));
-    assert!(tt.attributes.contains(&("r".into(), "Relationship".into(), 1)));
-    let r = modify(s, "", "urn:d:1", Box::new(|_| Ok(Change::Delete))).await.unwrap().unwrap();
+    assert!(tt
+        .attributes
+        .contains(&("r".into(), "Relationship".into(), 1)));
+    let r = modify(s, "", "urn:d:1", Box::new(|_| Ok(Change::Delete)))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(r.before.is_some() && r.after.is_none());
     assert!(s.get("", "urn:d:1").await.unwrap().is_none());
     let t = s.types("").await.unwrap();
     let tt = t.iter().find(|x| x.type_iri == "T").unwrap();
     assert_eq!(tt.count, 1);
-    assert!(!tt.attributes.iter().any(|(a, _, _)| a == "r"), "counts drop to zero and vanish");
+    assert!(
+        !tt.attributes.iter().any(|(a, _, _)| a == "r"),
+        "counts drop to zero and vanish"
+    );
     // Removing an attribute updates the counts too.
     let f: ModifyFn = Box::new(|cur| {
         let mut e = cur.cloned().unwrap();
@@ -139,24 +188,81 @@ async fn delete_and_counts(s: &dyn EntityStore) {
     });
     modify(s, "", "urn:d:2", f).await.unwrap().unwrap();
     let t = s.types("").await.unwrap();
-    assert!(t.iter().find(|x| x.type_iri == "T").unwrap().attributes.is_empty());
+    assert!(t
+        .iter()
+        .find(|x| x.type_iri == "T")
+        .unwrap()
+        .attributes
+        .is_empty());
     assert_eq!(s.tenants().await.unwrap(), vec![(String::new(), 2)]);
 }
 
 async fn tenants_are_isolated(s: &dyn EntityStore) {
-    put_all(s, "kyiv", vec![entity("urn:t:1", "T", json!({"location": point(30.5, 50.4)}))]).await;
-    put_all(s, "lviv", vec![entity("urn:t:1", "T", json!({"who": [{"type": "Property", "value": "lviv"}]}))]).await;
-    assert!(s.get("kyiv", "urn:t:1").await.unwrap().unwrap().contains_key("location"));
-    assert!(s.get("lviv", "urn:t:1").await.unwrap().unwrap().contains_key("who"));
+    put_all(
+        s,
+        "kyiv",
+        vec![entity(
+            "urn:t:1",
+            "T",
+            json!({"location": point(30.5, 50.4)}),
+        )],
+    )
+    .await;
+    put_all(
+        s,
+        "lviv",
+        vec![entity(
+            "urn:t:1",
+            "T",
+            json!({"who": [{"type": "Property", "value": "lviv"}]}),
+        )],
+    )
+    .await;
+    assert!(s
+        .get("kyiv", "urn:t:1")
+        .await
+        .unwrap()
+        .unwrap()
+        .contains_key("location"));
+    assert!(s
+        .get("lviv", "urn:t:1")
+        .await
+        .unwrap()
+        .unwrap()
+        .contains_key("who"));
     assert!(s.get("", "urn:t:1").await.unwrap().is_none());
-    let q = EntityQuery { types: Some(vec!["T".into()]), limit: 10, count: true, ..Default::default() };
+    let q = EntityQuery {
+        types: Some(vec!["T".into()]),
+        limit: 10,
+        count: true,
+        ..Default::default()
+    };
     assert_eq!(s.query("odesa", &q).await.unwrap().total, Some(0));
-    let geo = EntityQuery { bbox: Some(("location".into(), geo::Rect::new((30.0, 50.0), (31.0, 51.0)))), limit: 10, ..Default::default() };
+    let geo = EntityQuery {
+        bbox: Some((
+            "location".into(),
+            geo::Rect::new((30.0, 50.0), (31.0, 51.0)),
+        )),
+        limit: 10,
+        ..Default::default()
+    };
     assert_eq!(s.query("lviv", &geo).await.unwrap().entities.len(), 0);
     assert_eq!(s.query("kyiv", &geo).await.unwrap().entities.len(), 1);
-    let purged = s.purge("kyiv", &EntityQuery { types: Some(vec!["T".into()]), ..Default::default() }).await.unwrap();
+    let purged = s
+        .purge(
+            "kyiv",
+            &EntityQuery {
+                types: Some(vec!["T".into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(purged, vec!["urn:t:1".to_string()]);
-    assert!(s.get("lviv", "urn:t:1").await.unwrap().is_some(), "purge stays in its tenant");
+    assert!(
+        s.get("lviv", "urn:t:1").await.unwrap().is_some(),
+        "purge stays in its tenant"
+    );
     assert!(s.types("kyiv").await.unwrap().is_empty());
     assert_eq!(s.types("lviv").await.unwrap().len(), 1);
     let tenants = s.tenants().await.unwrap();
@@ -167,40 +273,92 @@ async fn queries(s: &dyn EntityStore) {
     let mut items = Vec::new();
     for i in 0..250 {
         let ty = if i % 5 == 0 { "B" } else { "A" };
-        let mut e = entity(&format!("urn:q:{i:03}"), ty, json!({"n": [{"type": "Property", "value": i}], "location": point(30.0 + i as f64 * 0.001, 50.0)}));
+        let mut e = entity(
+            &format!("urn:q:{i:03}"),
+            ty,
+            json!({"n": [{"type": "Property", "value": i}], "location": point(30.0 + i as f64 * 0.001, 50.0)}),
+        );
         if i == 7 {
             e.insert("type".into(), json!(["A", "B"]));
         }
         items.push(e);
     }
     put_all(s, "", items).await;
-    let by_ids = EntityQuery { ids: Some(vec!["urn:q:001".into(), "urn:q:002".into(), "urn:q:none".into()]), limit: 10, ..Default::default() };
-    assert_eq!(ids(&s.query("", &by_ids).await.unwrap()), vec!["urn:q:001", "urn:q:002"]);
-    let b = EntityQuery { types: Some(vec!["B".into()]), limit: 100, count: true, ..Default::default() };
+    let by_ids = EntityQuery {
+        ids: Some(vec![
+            "urn:q:001".into(),
+            "urn:q:002".into(),
+            "urn:q:none".into(),
+        ]),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(&s.query("", &by_ids).await.unwrap()),
+        vec!["urn:q:001", "urn:q:002"]
+    );
+    let b = EntityQuery {
+        types: Some(vec!["B".into()]),
+        limit: 100,
+        count: true,
+        ..Default::default()
+    };
     let page = s.query("", &b).await.unwrap();
     assert_eq!(page.total, Some(51), "50 of type B and one with two types");
     assert!(ids(&page).contains(&"urn:q:007".to_string()));
     // Filter + paging in insertion order.
-    let even: misto_store::EntityFilter = Arc::new(|e: &Entity| e["n"][0]["value"].as_i64().unwrap() % 2 == 0);
-    let q = EntityQuery { filter: Some(even.clone()), offset: 10, limit: 20, count: true, ..Default::default() };
+    let even: misto_store::EntityFilter =
+        Arc::new(|e: &Entity| e["n"][0]["value"].as_i64().unwrap() % 2 == 0);
+    let q = EntityQuery {
+        filter: Some(even.clone()),
+        offset: 10,
+        limit: 20,
+        count: true,
+        ..Default::default()
+    };
     let page = s.query("", &q).await.unwrap();
     assert_eq!(page.total, Some(125));
     let expect: Vec<String> = (10..30).map(|k| format!("urn:q:{:03}", k * 2)).collect();
     assert_eq!(ids(&page), expect);
-    let only_count = EntityQuery { filter: Some(even), limit: 0, count: true, ..Default::default() };
+    let only_count = EntityQuery {
+        filter: Some(even),
+        limit: 0,
+        count: true,
+        ..Default::default()
+    };
     let page = s.query("", &only_count).await.unwrap();
     assert!(page.entities.is_empty() && page.total == Some(125));
-    let plain = EntityQuery { offset: 240, limit: 100, count: true, ..Default::default() };
+    let plain = EntityQuery {
+        offset: 240,
+        limit: 100,
+        count: true,
+        ..Default::default()
+    };
     let page = s.query("", &plain).await.unwrap();
     assert_eq!((page.entities.len(), page.total), (10, Some(250)));
     // Spatial candidates: longitudes 30.000..30.249; a box over 30.0995..30.1205 holds i = 100..=120.
-    let boxed = EntityQuery { bbox: Some(("location".into(), geo::Rect::new((30.0995, 49.9), (30.1205, 50.1)))), limit: 100, count: true, ..Default::default() };
+    let boxed = EntityQuery {
+        bbox: Some((
+            "location".into(),
+            geo::Rect::new((30.0995, 49.9), (30.1205, 50.1)),
+        )),
+        limit: 100,
+        count: true,
+        ..Default::default()
+    };
     let page = s.query("", &boxed).await.unwrap();
     let mut got = ids(&page);
     got.sort();
     let expect: Vec<String> = (100..=120).map(|i| format!("urn:q:{i:03}")).collect();
     assert_eq!(got, expect);
-    let other_attr = EntityQuery { bbox: Some(("elsewhere".into(), geo::Rect::new((29.0, 49.0), (31.0, 51.0)))), limit: 10, ..Default::default() };
+    let other_attr = EntityQuery {
+        bbox: Some((
+            "elsewhere".into(),
+            geo::Rect::new((29.0, 49.0), (31.0, 51.0)),
+        )),
+        limit: 10,
+        ..Default::default()
+    };
     assert!(s.query("", &other_attr).await.unwrap().entities.is_empty());
     let moved: ModifyFn = Box::new(|cur| {
         let mut e = cur.cloned().unwrap();
@@ -208,7 +366,11 @@ async fn queries(s: &dyn EntityStore) {
         Ok(Change::Put(e))
     });
     modify(s, "", "urn:q:110", moved).await.unwrap().unwrap();
-    assert_eq!(s.query("", &boxed).await.unwrap().total, Some(20), "the index follows a moved entity");
+    assert_eq!(
+        s.query("", &boxed).await.unwrap().total,
+        Some(20),
+        "the index follows a moved entity"
+    );
 }
 
 async fn expiry(s: &dyn EntityStore) {
@@ -216,7 +378,12 @@ async fn expiry(s: &dyn EntityStore) {
     past.insert("expiresAt".into(), json!("2020-01-01T00:00:00.000Z"));
     let mut future = entity("urn:e:2", "T", json!({}));
     future.insert("expiresAt".into(), json!("2999-01-01T00:00:00.000Z"));
-    put_all(s, "x", vec![past, future, entity("urn:e:3", "T", json!({}))]).await;
+    put_all(
+        s,
+        "x",
+        vec![past, future, entity("urn:e:3", "T", json!({}))],
+    )
+    .await;
     let gone = s.expire("2026-01-01T00:00:00.000Z").await.unwrap();
     assert_eq!(gone, vec![("x".to_string(), "urn:e:1".to_string())]);
     assert!(s.get("x", "urn:e:1").await.unwrap().is_none());
@@ -225,9 +392,22 @@ async fn expiry(s: &dyn EntityStore) {
 }
 
 async fn ten_thousand_in_one_call(s: &dyn EntityStore) {
-    let items: Vec<Entity> = (0..10_000).map(|i| entity(&format!("urn:big:{i}"), "Big", json!({"v": [{"type": "Property", "value": i}]}))).collect();
+    let items: Vec<Entity> = (0..10_000)
+        .map(|i| {
+            entity(
+                &format!("urn:big:{i}"),
+                "Big",
+                json!({"v": [{"type": "Property", "value": i}]}),
+            )
+        })
+        .collect();
     put_all(s, "", items).await;
-    let q = EntityQuery { types: Some(vec!["Big".into()]), limit: 1, count: true, ..Default::default() };
+    let q = EntityQuery {
+        types: Some(vec!["Big".into()]),
+        limit: 1,
+        count: true,
+        ..Default::default()
+    };
     assert_eq!(s.query("", &q).await.unwrap().total, Some(10_000));
     assert!(s.ping().await.is_ok());
 }
@@ -259,4 +439,13 @@ async fn run(name: &str, s: Arc<dyn EntityStore>) {
     }
 }
 
-suite!(round_trip, batch_with_a_failure, concurrent_updates_are_not_lost, delete_and_counts, tenants_are_isolated, queries, expiry, ten_thousand_in_one_call);
+suite!(
+    round_trip,
+    batch_with_a_failure,
+    concurrent_updates_are_not_lost,
+    delete_and_counts,
+    tenants_are_isolated,
+    queries,
+    expiry,
+    ten_thousand_in_one_call
+);

@@ -41,11 +41,14 @@ impl TestServer {
                 (Arc::new(store), None)
             } else {
                 let dir = tempfile::tempdir().expect("temp dir");
-                let store = misto_store::sqlite::SqliteStore::open(dir.path().join("t.db")).expect("sqlite");
+                let store = misto_store::sqlite::SqliteStore::open(dir.path().join("t.db"))
+                    .expect("sqlite");
                 (Arc::new(store), Some(dir))
             };
         let contexts = Arc::new(ContextStore::new(false));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         contexts.set_base_url(&format!("http://{addr}/ngsi-ld/v1/jsonldContexts/"));
         let broker = Broker::new(store, contexts, BrokerConfig::default());
@@ -117,9 +120,17 @@ pub async fn problem(r: Response, status: u16) -> Value {
         .to_string();
     let text = r.text().await.unwrap_or_default();
     assert_eq!(got, status, "expected {status}, got {got}: {text}");
-    assert!(ct.starts_with("application/json") || ct.starts_with("application/problem+json"), "content-type {ct}");
+    assert!(
+        ct.starts_with("application/json") || ct.starts_with("application/problem+json"),
+        "content-type {ct}"
+    );
     let v: Value = serde_json::from_str(&text).expect("problem body is JSON");
-    assert!(v["type"].as_str().is_some_and(|t| t.starts_with("https://uri.etsi.org/ngsi-ld/errors/")), "{v}");
+    assert!(
+        v["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("https://uri.etsi.org/ngsi-ld/errors/")),
+        "{v}"
+    );
     assert!(v["title"].is_string(), "{v}");
     assert!(v["detail"].as_str().is_some_and(|d| !d.is_empty()), "{v}");
     v
