@@ -400,7 +400,7 @@ fn split_top(raw: &str, sep: &str) -> Vec<(usize, String)> {
             }
         } else if b[k] == b'"' {
             in_str = true;
-        } else if raw[k..].starts_with(sep) {
+        } else if b[k..].starts_with(sep.as_bytes()) {
             out.push((start, raw[start..k].to_string()));
             k += sep.len();
             start = k;
