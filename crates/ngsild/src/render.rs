@@ -207,7 +207,8 @@ fn render_instance(i: &Value, ctx: &Context, opts: &RenderOptions, in_array: boo
         value = compact_vocab(&value, ctx);
     }
     let concise = opts.format == Format::Concise;
-    if !concise {
+    // A Property holding GeoJSON keeps its type in concise form, or it would read back as a GeoProperty.
+    if !concise || (kind == "Property" && crate::entity::is_geojson_geometry(&value)) {
         out.insert("type".into(), Value::String(kind.clone()));
     }
     out.insert(value_key.into(), value);
