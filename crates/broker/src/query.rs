@@ -70,6 +70,13 @@ impl EntityQueryParams {
 /// One exact condition on a candidate entity.
 type Check = Box<dyn Fn(&Entity) -> bool + Send + Sync>;
 
+/// Record members a check reads (unless the checks already read everything).
+fn note(reads: &mut Option<Vec<String>>, names: &[&str]) {
+    if let Some(r) = reads.as_mut() {
+        r.extend(names.iter().map(|n| n.to_string()));
+    }
+}
+
 /// Compile parameters in a context.
 pub fn compile(p: &EntityQueryParams, ctx: &Context, limit: usize) -> Result<CompiledQuery> {
     let mut store = EntityQuery {
@@ -79,6 +86,8 @@ pub fn compile(p: &EntityQueryParams, ctx: &Context, limit: usize) -> Result<Com
         ..Default::default()
     };
     let mut checks: Vec<Check> = Vec::new();
+    // The top-level members the checks read (None: any of them), so stores can parse only those.
+    let mut reads: Option<Vec<String>> = Some(Vec::new());
 
     if let Some(ids) = &p.ids {
         for id in ids {
@@ -95,6 +104,7 @@ pub fn compile(p: &EntityQueryParams, ctx: &Context, limit: usize) -> Result<Com
             .map_err(|e| {
                 NgsiError::bad_data(format!("idPattern is not a valid regular expression: {e}"))
             })?;
+        note(&mut reads, &["id"]);
         checks.push(Box::new(move |e: &Entity| {
             e.get("id")
                 .and_then(Value::as_str)
@@ -109,6 +119,7 @@ pub fn compile(p: &EntityQueryParams, ctx: &Context, limit: usize) -> Result<Com
         atoms.dedup();
         store.types = Some(atoms);
         if !te.is_any_of() {
+            note(&mut reads, &["type"]);
             checks.push(Box::new(move |e: &Entity| te.matches(&types(e))));
         }
     }
@@ -117,6 +128,7 @@ pub fn compile(p: &EntityQueryParams, ctx: &Context, limit: usize) -> Result<Com
         .as_ref()
         .map(|a| a.iter().map(|n| ctx.expand(n)).collect());
     if let Some(want) = attrs.clone() {
+        reads = None;
         checks.push(Box::new(move |e: &Entity| {
             attribute_names(e).any(|n| want.contains(n))
         }));
@@ -125,6 +137,8 @@ pub fn compile(p: &EntityQueryParams, ctx: &Context, limit: usize) -> Result<Com
         let mut expr: QExpr =
             misto_query::q::parse(q).map_err(|e| NgsiError::bad_data(format!("q: {e}")))?;
         expr.map_attribute_names(&mut |n: &str| ctx.expand(n));
+        note(&mut reads, &expr.attribute_names());
+        note(&mut reads, misto_query::q::ENTITY_MEMBERS);
         checks.push(Box::new(move |e: &Entity| expr.matches_map(e)));
     }
     let geo = match (&p.geo_json, &p.geo.georel) {
@@ -151,6 +165,7 @@ pub fn compile(p: &EntityQueryParams, ctx: &Context, limit: usize) -> Result<Com
     };
     if let Some(g) = geo {
         let prop = ctx.expand(&g.geoproperty);
+        note(&mut reads, &[prop.as_str()]);
         if let Some(r) = g.candidate_bbox() {
             store.bbox = Some((prop.clone(), r));
         }
@@ -166,6 +181,7 @@ pub fn compile(p: &EntityQueryParams, ctx: &Context, limit: usize) -> Result<Com
     }
     if let Some(s) = &p.scope_q {
         let sq = ScopeQuery::parse(s)?;
+        note(&mut reads, &["scope"]);
         checks.push(Box::new(move |e: &Entity| {
             let scopes: Vec<&str> = match e.get("scope") {
                 Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
@@ -176,6 +192,7 @@ pub fn compile(p: &EntityQueryParams, ctx: &Context, limit: usize) -> Result<Com
         }));
     }
     if !checks.is_empty() {
+        store.filter_reads = reads;
         store.filter = Some(Arc::new(move |e: &Entity| checks.iter().all(|c| c(e))));
     }
     Ok(CompiledQuery { store, attrs })

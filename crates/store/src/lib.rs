@@ -10,6 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use misto_ngsild::{Entity, NgsiError};
 
+mod doc;
 pub mod postgres;
 pub mod sqlite;
 mod summary;
@@ -79,6 +80,9 @@ pub struct EntityQuery {
     pub bbox: Option<(String, geo::Rect<f64>)>,
     /// Evaluated on each candidate after the criteria above.
     pub filter: Option<EntityFilter>,
+    /// The top-level members `filter` reads (None: it may read any). A store may hand the filter an entity
+    /// holding only these.
+    pub filter_reads: Option<Vec<String>>,
     pub offset: usize,
     /// Maximum entities to return (0: only count).
     pub limit: usize,

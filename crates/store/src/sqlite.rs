@@ -17,12 +17,16 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transact
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+use crate::doc;
 use crate::summary::{delta, geo_boxes, nonzero};
 use crate::{
     Change, EntityQuery, EntityStore, Modified, ModifyFn, QueryPage, StoreError, TypeSummary,
 };
 
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite/0001_entities.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/sqlite/0001_entities.sql"),
+    include_str!("../migrations/sqlite/0002_geo_rtree_by_attribute.sql"),
+];
 /// Geo instances indexed per entity (gid = seq * GEO_SLOTS + n).
 const GEO_SLOTS: i64 = 64;
 /// Most operations one group commit takes.
@@ -56,10 +60,17 @@ pub struct SqliteStore {
     path: PathBuf,
 }
 
+/// Read-only connections. Connections are kept for the life of the store (opening one costs a schema parse
+/// and loses its statement cache); their number is bounded by the permits of blocking reads plus one per runtime
+/// worker for inline point reads.
 struct ReaderPool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    permits: tokio::sync::Semaphore,
 }
+
+/// Blocking reads (queries, scans) running at once.
+const READ_CONCURRENCY: usize = 4;
 
 impl ReaderPool {
     fn take(&self) -> Result<Connection, StoreError> {
@@ -71,16 +82,14 @@ impl ReaderPool {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         c.busy_timeout(std::time::Duration::from_secs(5))?;
-        c.pragma_update(None, "cache_size", -16000)?;
-        c.pragma_update(None, "mmap_size", 268_435_456i64)?;
+        // Pages come from the OS page cache; no mmap, so the process's memory stays its own.
+        c.pragma_update(None, "cache_size", -8000)?;
         Ok(c)
     }
 
     fn give(&self, c: Connection) {
         if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() < 8 {
-                idle.push(c);
-            }
+            idle.push(c);
         }
     }
 }
@@ -135,6 +144,7 @@ impl SqliteStore {
             readers: Arc::new(ReaderPool {
                 path: path.clone(),
                 idle: Mutex::new(Vec::new()),
+                permits: tokio::sync::Semaphore::new(READ_CONCURRENCY),
             }),
             path,
         })
@@ -161,6 +171,12 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         let pool = self.readers.clone();
         let started = Instant::now();
+        let _permit = self
+            .readers
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
         let out = tokio::task::spawn_blocking(move || {
             let c = pool.take()?;
             let r = f(&c);
@@ -304,8 +320,9 @@ fn fail(m: WriteMsg, e: StoreError) {
     }
 }
 
-fn decode(doc: &str) -> Result<Entity, StoreError> {
-    serde_json::from_str::<Entity>(doc).map_err(|e| StoreError::Corrupt(e.to_string()))
+/// The entity in column `i` of a row.
+fn decode_col(r: &rusqlite::Row<'_>, i: usize) -> Result<Entity, StoreError> {
+    doc::full(&doc::json_of(r.get_ref(i)?)?)
 }
 
 fn expires_of(e: &Entity) -> Option<String> {
@@ -315,12 +332,10 @@ fn expires_of(e: &Entity) -> Option<String> {
 }
 
 fn load(c: &Connection, tenant: &str, id: &str) -> Result<Option<(i64, Entity)>, StoreError> {
-    let row: Option<(i64, String)> = c
-        .prepare_cached("SELECT seq, doc FROM entities WHERE tenant = ?1 AND id = ?2")?
-        .query_row(params![tenant, id], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    match row {
-        Some((seq, doc)) => Ok(Some((seq, decode(&doc)?))),
+    let mut st = c.prepare_cached("SELECT seq, doc FROM entities WHERE tenant = ?1 AND id = ?2")?;
+    let mut rows = st.query(params![tenant, id])?;
+    match rows.next()? {
+        Some(r) => Ok(Some((r.get(0)?, decode_col(r, 1)?))),
         None => Ok(None),
     }
 }
@@ -351,8 +366,7 @@ fn apply_modify(
                 }));
             }
             (Change::Put(new), None) => {
-                let doc =
-                    serde_json::to_string(&new).map_err(|e| StoreError::Other(e.to_string()))?;
+                let doc = doc::encode(&new)?;
                 c.prepare_cached(
                     "INSERT INTO entities (tenant, id, doc, expires_at) VALUES (?1, ?2, ?3, ?4)",
                 )?
@@ -367,8 +381,7 @@ fn apply_modify(
                 }));
             }
             (Change::Put(new), Some((seq, old))) => {
-                let doc =
-                    serde_json::to_string(&new).map_err(|e| StoreError::Other(e.to_string()))?;
+                let doc = doc::encode(&new)?;
                 c.prepare_cached("UPDATE entities SET doc = ?1, expires_at = ?2 WHERE seq = ?3")?
                     .execute(params![doc, expires_of(&new), seq])?;
                 write_types(c, tenant, seq, Some(&old), &new)?;
@@ -380,7 +393,7 @@ fn apply_modify(
                 }));
             }
             (Change::Delete, Some((seq, old))) => {
-                delete_row(c, seq)?;
+                delete_row(c, seq, &old)?;
                 delta(Some(&old), None, &mut counts);
                 out.push(Ok(Modified {
                     before: Some(old),
@@ -394,14 +407,40 @@ fn apply_modify(
     Ok(out)
 }
 
-fn delete_row(c: &Connection, seq: i64) -> Result<(), StoreError> {
+fn delete_row(c: &Connection, seq: i64, old: &Entity) -> Result<(), StoreError> {
     c.prepare_cached("DELETE FROM entities WHERE seq = ?1")?
         .execute(params![seq])?;
     c.prepare_cached("DELETE FROM entity_types WHERE seq = ?1")?
         .execute(params![seq])?;
-    c.prepare_cached("DELETE FROM geo_index WHERE gid >= ?1 AND gid < ?2")?
-        .execute(params![seq * GEO_SLOTS, (seq + 1) * GEO_SLOTS])?;
+    delete_geo(c, seq, geo_boxes(old).len())
+}
+
+/// Remove an entity's `n` geo instances by their exact ids (the R*Tree answers a rowid range only with a full
+/// scan).
+fn delete_geo(c: &Connection, seq: i64, n: usize) -> Result<(), StoreError> {
+    let mut del = c.prepare_cached("DELETE FROM geo_rtree WHERE gid = ?1")?;
+    for k in 0..n.min(GEO_SLOTS as usize) {
+        del.execute(params![seq * GEO_SLOTS + k as i64])?;
+    }
     Ok(())
+}
+
+/// The number that stands for a GeoProperty in the R*Tree's third dimension, created on first use.
+fn geo_attr_id(c: &Connection, attr: &str) -> Result<i64, StoreError> {
+    if let Some(id) = lookup_geo_attr(c, attr)? {
+        return Ok(id);
+    }
+    c.prepare_cached("INSERT INTO geo_attrs (attr) VALUES (?1)")?
+        .execute(params![attr])?;
+    Ok(c.last_insert_rowid())
+}
+
+fn lookup_geo_attr(c: &Connection, attr: &str) -> Result<Option<i64>, StoreError> {
+    Ok(
+        c.prepare_cached("SELECT id FROM geo_attrs WHERE attr = ?1")?
+            .query_row(params![attr], |r| r.get(0))
+            .optional()?,
+    )
 }
 
 fn write_types(
@@ -436,24 +475,24 @@ fn write_geo(
 ) -> Result<(), StoreError> {
     let boxes = geo_boxes(new);
     if let Some(old) = old {
-        if geo_boxes(old) == boxes {
+        let before = geo_boxes(old);
+        if before == boxes {
             return Ok(());
         }
-        c.prepare_cached("DELETE FROM geo_index WHERE gid >= ?1 AND gid < ?2")?
-            .execute(params![seq * GEO_SLOTS, (seq + 1) * GEO_SLOTS])?;
+        delete_geo(c, seq, before.len())?;
     }
-    let mut ins = c.prepare_cached(
-        "INSERT INTO geo_index (gid, minx, maxx, miny, maxy, seq, attr) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?;
     for (n, (attr, r)) in boxes.iter().enumerate().take(GEO_SLOTS as usize) {
-        ins.execute(params![
+        let a = geo_attr_id(c, attr)?;
+        c.prepare_cached(
+            "INSERT INTO geo_rtree (gid, minx, maxx, miny, maxy, mina, maxa) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+        )?
+        .execute(params![
             seq * GEO_SLOTS + n as i64,
             r.min().x,
             r.max().x,
             r.min().y,
             r.max().y,
-            seq,
-            attr
+            a
         ])?;
     }
     Ok(())
@@ -495,7 +534,11 @@ enum Driver {
 
 /// FROM/WHERE of the SQL-expressible part of a query and its parameters; the selected columns are
 /// `e.seq, e.doc`.
-fn candidate_sql(tenant: &str, q: &EntityQuery) -> (Driver, String, Vec<rusqlite::types::Value>) {
+fn candidate_sql(
+    tenant: &str,
+    q: &EntityQuery,
+    geo_attr: i64,
+) -> (Driver, String, Vec<rusqlite::types::Value>) {
     use rusqlite::types::Value as V;
     let mut args: Vec<V> = Vec::new();
     let placeholders = |n: usize| vec!["?"; n.max(1)].join(",");
@@ -510,19 +553,20 @@ fn candidate_sql(tenant: &str, q: &EntityQuery) -> (Driver, String, Vec<rusqlite
     };
     let mut sql = match driver {
         Driver::Geo => {
-            let (attr, r) = q
+            let r = q
                 .bbox
                 .as_ref()
-                .map(|(a, r)| (a.clone(), *r))
-                .unwrap_or_else(|| (String::new(), geo::Rect::new((0.0, 0.0), (0.0, 0.0))));
+                .map(|(_, r)| *r)
+                .unwrap_or_else(|| geo::Rect::new((0.0, 0.0), (0.0, 0.0)));
             args.push(V::Real(r.max().x));
             args.push(V::Real(r.min().x));
             args.push(V::Real(r.max().y));
             args.push(V::Real(r.min().y));
-            args.push(V::Text(attr));
+            args.push(V::Integer(geo_attr));
+            args.push(V::Integer(geo_attr));
             args.push(V::Text(tenant.to_string()));
-            String::from(
-                "FROM geo_index g JOIN entities e ON e.seq = g.seq WHERE g.minx <= ? AND g.maxx >= ? AND g.miny <= ? AND g.maxy >= ? AND g.attr = ? AND e.tenant = ?",
+            format!(
+                "FROM geo_rtree g JOIN entities e ON e.seq = g.gid / {GEO_SLOTS} WHERE g.minx <= ? AND g.maxx >= ? AND g.miny <= ? AND g.maxy >= ? AND g.mina <= ? AND g.maxa >= ? AND e.tenant = ?",
             )
         }
         Driver::Types => {
@@ -559,21 +603,27 @@ fn candidate_sql(tenant: &str, q: &EntityQuery) -> (Driver, String, Vec<rusqlite
         }
         args.extend(types.iter().map(|t| V::Text(t.clone())));
     }
-    if let (Some((attr, r)), false) = (&q.bbox, matches!(driver, Driver::Geo)) {
-        sql.push_str(
-            " AND e.seq IN (SELECT seq FROM geo_index WHERE minx <= ? AND maxx >= ? AND miny <= ? AND maxy >= ? AND attr = ?)",
-        );
+    if let (Some((_, r)), false) = (&q.bbox, matches!(driver, Driver::Geo)) {
+        sql.push_str(&format!(
+            " AND e.seq IN (SELECT gid / {GEO_SLOTS} FROM geo_rtree WHERE minx <= ? AND maxx >= ? AND miny <= ? AND maxy >= ? AND mina <= ? AND maxa >= ?)"
+        ));
         args.push(V::Real(r.max().x));
         args.push(V::Real(r.min().x));
         args.push(V::Real(r.max().y));
         args.push(V::Real(r.min().y));
-        args.push(V::Text(attr.clone()));
+        args.push(V::Integer(geo_attr));
+        args.push(V::Integer(geo_attr));
     }
     (driver, sql, args)
 }
 
 fn run_query(c: &Connection, tenant: &str, q: &EntityQuery) -> Result<QueryPage, StoreError> {
-    let (driver, from, args) = candidate_sql(tenant, q);
+    // A GeoProperty never indexed has no number: -1 matches no box.
+    let geo_attr = match &q.bbox {
+        Some((attr, _)) => lookup_geo_attr(c, attr)?.unwrap_or(-1),
+        None => -1,
+    };
+    let (driver, from, args) = candidate_sql(tenant, q, geo_attr);
     let ordered = !matches!(driver, Driver::Geo);
     let order = if ordered { " ORDER BY e.seq" } else { "" };
     let mut page = QueryPage::default();
@@ -601,8 +651,7 @@ fn run_query(c: &Connection, tenant: &str, q: &EntityQuery) -> Result<QueryPage,
                     if !ordered && !seen.insert(seq) {
                         continue;
                     }
-                    let doc: String = r.get(1)?;
-                    page.entities.push(decode(&doc)?);
+                    page.entities.push(decode_col(r, 1)?);
                 }
             }
         }
@@ -630,15 +679,19 @@ fn run_query(c: &Connection, tenant: &str, q: &EntityQuery) -> Result<QueryPage,
                     } else if !seen.insert(seq) {
                         continue;
                     }
-                    let doc: String = r.get(1)?;
-                    let e = decode(&doc)?;
-                    if !filter(&e) {
+                    let json = doc::json_of(r.get_ref(1)?)?;
+                    let passes = match &q.filter_reads {
+                        Some(names) => filter(&doc::partial(&json, names)?),
+                        None => filter(&doc::full(&json)?),
+                    };
+                    if !passes {
                         continue;
                     }
-                    matched += 1;
-                    if matched as usize > q.offset && page.entities.len() < q.limit {
-                        page.entities.push(e);
+                    // Only entities on the page are parsed whole.
+                    if matched as usize >= q.offset && page.entities.len() < q.limit {
+                        page.entities.push(doc::full(&json)?);
                     }
+                    matched += 1;
                     if !q.count && page.entities.len() >= q.limit {
                         break 'scan;
                     }
@@ -678,7 +731,7 @@ fn apply_purge(c: &Connection, tenant: &str, q: &EntityQuery) -> Result<Vec<Stri
             continue;
         };
         if let Some((seq, old)) = load(c, tenant, &id)? {
-            delete_row(c, seq)?;
+            delete_row(c, seq, &old)?;
             delta(Some(&old), None, &mut counts);
             ids.push(id);
         }
@@ -688,20 +741,20 @@ fn apply_purge(c: &Connection, tenant: &str, q: &EntityQuery) -> Result<Vec<Stri
 }
 
 fn apply_expire(c: &Connection, now: &str) -> Result<Vec<(String, String)>, StoreError> {
-    let due: Vec<(i64, String, String, String)> = {
+    let mut due: Vec<(i64, String, String, Entity)> = Vec::new();
+    {
         let mut st = c.prepare_cached(
             "SELECT seq, tenant, id, doc FROM entities WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT 10000",
         )?;
-        let rows = st.query_map(params![now], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })?;
-        rows.collect::<Result<_, _>>()?
-    };
+        let mut rows = st.query(params![now])?;
+        while let Some(r) = rows.next()? {
+            due.push((r.get(0)?, r.get(1)?, r.get(2)?, decode_col(r, 3)?));
+        }
+    }
     let mut out = Vec::with_capacity(due.len());
     let mut by_tenant: BTreeMap<String, BTreeMap<crate::AttrKey, i64>> = BTreeMap::new();
-    for (seq, tenant, id, doc) in due {
-        let old = decode(&doc)?;
-        delete_row(c, seq)?;
+    for (seq, tenant, id, old) in due {
+        delete_row(c, seq, &old)?;
         delta(
             Some(&old),
             None,
@@ -730,9 +783,14 @@ impl EntityStore for SqliteStore {
     }
 
     async fn get(&self, tenant: &str, id: &str) -> Result<Option<Entity>, StoreError> {
-        let (tenant, id) = (tenant.to_string(), id.to_string());
-        self.read("get", move |c| Ok(load(c, &tenant, &id)?.map(|(_, e)| e)))
-            .await
+        // A lookup by the unique (tenant, id) index takes microseconds: it runs on the calling thread, which
+        // costs less than handing it to a blocking thread and back.
+        let started = Instant::now();
+        let c = self.readers.take()?;
+        let out = load(&c, tenant, id).map(|r| r.map(|(_, e)| e));
+        self.readers.give(c);
+        observe("get", started);
+        out
     }
 
     async fn modify_many(
