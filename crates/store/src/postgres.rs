@@ -75,6 +75,9 @@ impl PgStore {
     }
 
     async fn connect_with(opts: PgConnectOptions) -> Result<PgStore, StoreError> {
+        // A statement that runs away (a plan gone wrong, a lock held elsewhere) is cancelled rather than left
+        // holding a connection after its request is long gone.
+        let opts = opts.options([("statement_timeout", "60s")]);
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(std::time::Duration::from_secs(10))
@@ -280,7 +283,13 @@ impl PgStore {
                     base + 4
                 )
             };
-            sql.push_str(&format!(" AND EXISTS (SELECT 1 FROM geo_index g WHERE g.seq = e.seq AND g.attr = ${} AND {pred})", base + 5));
+            // The spatial index drives: its candidates are found first (MATERIALIZED keeps the planner from
+            // walking entities in seq order and probing the index for each), then ordered by seq.
+            sql = format!(
+                "FROM (WITH g AS MATERIALIZED (SELECT DISTINCT g.seq FROM geo_index g WHERE g.attr = ${} AND {pred}) SELECT e.* FROM g JOIN entities e ON e.seq = g.seq) e{}",
+                base + 5,
+                &sql["FROM entities e".len()..]
+            );
         }
         (sql, args)
     }
@@ -319,14 +328,20 @@ impl PgStore {
             Some(filter) => {
                 let n = args.len();
                 let sql = format!(
-                    "SELECT e.seq, e.doc {from} AND e.seq > ${} ORDER BY e.seq LIMIT {SCAN_CHUNK}",
-                    n + 1
+                    "SELECT e.seq, e.doc {from} AND e.seq > ${} ORDER BY e.seq LIMIT ${}",
+                    n + 1,
+                    n + 2
                 );
+                // The first chunk is about what the page needs; later ones grow, up to SCAN_CHUNK.
+                let mut chunk = i64::try_from(q.offset.saturating_add(q.limit).saturating_add(8))
+                    .unwrap_or(SCAN_CHUNK)
+                    .clamp(16, SCAN_CHUNK);
                 let mut cursor: i64 = 0;
                 let mut matched: u64 = 0;
                 'scan: loop {
                     let mut a = args.clone();
                     a.push(Arg::Int(cursor));
+                    a.push(Arg::Int(chunk));
                     let rows: Vec<PgRow> = bind_all(sqlx::query(&sql), &a)
                         .fetch_all(&self.pool)
                         .await?;
@@ -345,9 +360,10 @@ impl PgStore {
                             break 'scan;
                         }
                     }
-                    if got < SCAN_CHUNK {
+                    if got < chunk {
                         break;
                     }
+                    chunk = (chunk * 2).min(SCAN_CHUNK);
                 }
                 if q.count {
                     page.total = Some(matched);
