@@ -21,6 +21,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use misto_broker::Broker;
+use tower::Layer;
 
 pub use problem::Problem;
 
@@ -129,14 +130,19 @@ pub fn router(state: AppState) -> Router {
         )
         .method_not_allowed_fallback(health::method_not_allowed)
         .fallback(health::not_found);
-    Router::new()
+    let routes = Router::new()
         .nest("/ngsi-ld/v1", api)
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
         .fallback(health::not_found)
         .layer(middleware::from_fn(track))
-        .with_state(state)
+        .with_state(state);
+    // `/entities/` and `/entities` are the same resource (clients and the ETSI suite use both); the slash
+    // goes before routing, so every route answers either way.
+    Router::new().fallback_service(
+        tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash().layer(routes),
+    )
 }
 
 /// Request count and latency per route and status.
