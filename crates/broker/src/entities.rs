@@ -238,6 +238,7 @@ impl Broker {
         let ts = now();
         let parser = Parser::new(ctx, &ts);
         let attrs = parser.attributes(obj)?;
+        let new_types = body_types(&parser, obj)?;
         let scope = obj
             .get("scope")
             .map(misto_ngsild::entity::parse_scope)
@@ -251,10 +252,11 @@ impl Broker {
             Box::new(move |cur| {
                 let mut e = cur.cloned().ok_or_else(|| not_found(&idc))?;
                 let r = update::append(&mut e, attrs, no_overwrite);
+                let mut changed = !r.updated.is_empty() | add_types(&mut e, &new_types);
                 if let Some(s) = scope {
                     e.insert("scope".into(), s);
+                    changed = true;
                 }
-                let changed = !r.updated.is_empty();
                 if let Ok(mut o) = outc.lock() {
                     *o = r;
                 }
@@ -286,6 +288,7 @@ impl Broker {
         let mut parser = Parser::new(ctx, &ts);
         parser.allow_null = true;
         let attrs = parser.attributes(obj)?;
+        let new_types = body_types(&parser, obj)?;
         let idc = id.to_string();
         let out = std::sync::Arc::new(std::sync::Mutex::new(UpdateResult::default()));
         let outc = out.clone();
@@ -295,7 +298,7 @@ impl Broker {
             Box::new(move |cur| {
                 let mut e = cur.cloned().ok_or_else(|| not_found(&idc))?;
                 let r = update::update(&mut e, attrs);
-                let changed = !r.updated.is_empty();
+                let changed = !r.updated.is_empty() | add_types(&mut e, &new_types);
                 if let Ok(mut o) = outc.lock() {
                     *o = r;
                 }
@@ -344,16 +347,23 @@ impl Broker {
                     .ok_or_else(|| {
                         NgsiError::not_found(format!("entity {idc} has no attribute {attrc}"))
                     })?;
-                let target = list
-                    .iter_mut()
-                    .find(|i| i.get("datasetId").cloned() == ds)
-                    .and_then(Value::as_object_mut)
+                let pos = list
+                    .iter()
+                    .position(|i| i.get("datasetId").cloned() == ds)
                     .ok_or_else(|| {
                         NgsiError::not_found(format!(
                             "attribute {attrc} has no instance with this datasetId"
                         ))
                     })?;
-                update::merge_instance(target, inst);
+                if update::is_null_marker(&Value::Object(inst.clone())) {
+                    // NGSI-LD Null as the whole value deletes the instance.
+                    list.remove(pos);
+                    if list.is_empty() {
+                        e.remove(&name);
+                    }
+                } else if let Some(target) = list[pos].as_object_mut() {
+                    update::merge_instance(target, inst);
+                }
                 e.insert("modifiedAt".into(), Value::String(ts.clone()));
                 Ok(Change::Put(e))
             }),
@@ -678,4 +688,36 @@ fn item_id(item: &Value) -> String {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string()
+}
+
+/// The entity types a request body names (none when it names none), expanded.
+fn body_types(parser: &Parser, obj: &serde_json::Map<String, Value>) -> Result<Vec<Value>> {
+    match obj.get("type").or_else(|| obj.get("@type")) {
+        Some(t) => parser.entity_types(Some(t)),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Add types to an entity (types are only ever added by attribute operations, §5.6.3/§5.6.4); true when any
+/// was new.
+fn add_types(e: &mut Entity, types: &[Value]) -> bool {
+    if types.is_empty() {
+        return false;
+    }
+    let mut current: Vec<Value> = match e.get("type") {
+        Some(Value::Array(a)) => a.clone(),
+        Some(v) => vec![v.clone()],
+        None => Vec::new(),
+    };
+    let before = current.len();
+    for t in types {
+        if !current.contains(t) {
+            current.push(t.clone());
+        }
+    }
+    let added = current.len() > before;
+    if added {
+        e.insert("type".into(), Value::Array(current));
+    }
+    added
 }

@@ -29,6 +29,21 @@ const PATH_UNSAFE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
     .add(b'/')
     .add(b'%');
 
+/// Every item of a projection list must be an attribute name. Nested projections (`a{b}`) reach into linked
+/// entities, which only a join retrieves; this broker does not join, so braces are refused whatever their shape.
+fn names_valid(param: &str, names: &[String]) -> Result<(), NgsiError> {
+    for n in names {
+        if n.contains(['{', '}']) {
+            return Err(NgsiError::bad_data(format!(
+                "{param}: '{n}' projects into linked entities, which needs join (not supported)"
+            )));
+        }
+        misto_ngsild::validate::check_name(n)
+            .map_err(|e| NgsiError::bad_data(format!("{param}: {e}")))?;
+    }
+    Ok(())
+}
+
 /// Rendering options from the parameters.
 pub(crate) fn render_options(p: &Params, ctx: &Context) -> Result<RenderOptions, NgsiError> {
     let mut o = RenderOptions::new(p.format()?);
@@ -56,16 +71,26 @@ pub(crate) fn render_options(p: &Params, ctx: &Context) -> Result<RenderOptions,
         }
     };
     if let Some(attrs) = p.list("attrs")? {
+        names_valid("attrs", &attrs)?;
         let set = attrs.iter().map(|a| ctx.expand(a)).collect();
         o.attrs = Some(set);
     }
+    for k in ["pick", "omit"] {
+        if p.get(k).is_some() && p.get("attrs").is_some() {
+            return Err(NgsiError::bad_data(format!(
+                "{k} and attrs cannot be used together"
+            )));
+        }
+    }
     if let Some(pick) = p.list("pick")? {
+        names_valid("pick", &pick)?;
         expand_names(pick, &mut o, true);
     }
     if let Some(omit) = p.list("omit")? {
         if p.get("pick").is_some() {
             return Err(NgsiError::bad_data("pick and omit cannot be used together"));
         }
+        names_valid("omit", &omit)?;
         expand_names(omit, &mut o, false);
     }
     if let Some(lang) = p.non_empty("lang")? {

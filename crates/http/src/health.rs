@@ -74,6 +74,16 @@ impl IntoResponse for Problem404 {
     }
 }
 
+/// `PUT`/`PATCH /entities` without an id: the request names no entity, which is bad data rather than a wrong
+/// method.
+pub async fn entity_id_missing() -> Response {
+    problem(
+        ErrorKind::BadRequestData,
+        "replacing or merging an entity needs its id in the path: /entities/{id}",
+    )
+    .into_response()
+}
+
 pub async fn method_not_allowed() -> Response {
     problem(
         ErrorKind::MethodNotAllowed,

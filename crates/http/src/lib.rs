@@ -91,7 +91,9 @@ pub fn router(state: AppState) -> Router {
             "/entities",
             get(entities::query)
                 .post(entities::create)
-                .delete(entities::purge),
+                .delete(entities::purge)
+                .put(health::entity_id_missing)
+                .patch(health::entity_id_missing),
         )
         .route(
             "/entities/{id}",

@@ -1,10 +1,14 @@
-//! Query-string parsing that keeps `+` literal (NGSI-LD uses it in scopes and time offsets) and rejects
-//! malformed percent-encoding, plus the `options`/`format` rules.
+//! Query-string parsing and the `options`/`format` rules. A `+` is a space, as in every form-encoding client
+//! (a literal plus arrives as `%2B`), except in the parameters where NGSI-LD gives a bare `+` a meaning: the
+//! scope wildcard of `scopeQ` and the offset of a date-time. Malformed percent-encoding is refused.
 
 use std::collections::HashMap;
 
 use misto_ngsild::render::Format;
 use misto_ngsild::NgsiError;
+
+/// Parameters whose values keep `+` as it is.
+const PLUS_IS_LITERAL: &[&str] = &["scopeQ", "timeAt", "endTimeAt"];
 
 /// Decoded query parameters; a repeated parameter keeps its values in order.
 #[derive(Debug, Default)]
@@ -17,7 +21,11 @@ impl Params {
         for pair in raw.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             let k = decode(k)?;
-            let v = decode(v)?;
+            let v = if PLUS_IS_LITERAL.contains(&k.as_str()) {
+                decode(v)?
+            } else {
+                decode(&v.replace('+', "%20"))?
+            };
             m.entry(k).or_default().push(v);
         }
         Ok(Params(m))
@@ -154,6 +162,13 @@ fn decode(s: &str) -> Result<String, NgsiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plus_is_a_space_outside_scopes_and_times() {
+        let p = Params::parse(Some("q=name%3D%3D%22Eiffel+Tower%22&timeAt=2024-01-01T00:00:00+01:00")).unwrap();
+        assert_eq!(p.get("q"), Some("name==\"Eiffel Tower\""));
+        assert_eq!(p.get("timeAt"), Some("2024-01-01T00:00:00+01:00"));
+    }
 
     #[test]
     fn plus_stays_and_lists_split() {

@@ -802,6 +802,12 @@ async fn health_ready_metrics() {
         .await
         .unwrap();
     problem(r, 404).await;
-    let r = s.req(Method::PUT, "/entities").send().await.unwrap();
+    let r = s.req(Method::DELETE, "/types").send().await.unwrap();
     problem(r, 405).await;
+    // Replacing or merging with no id in the path is bad data, not a wrong method.
+    let r = s.req(Method::PUT, "/entities").send().await.unwrap();
+    problem(r, 400).await;
+    // A trailing slash names the same resource.
+    let r = s.req(Method::GET, "/entities/?type=T").send().await.unwrap();
+    assert_eq!(r.status(), 200);
 }

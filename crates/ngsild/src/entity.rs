@@ -67,6 +67,22 @@ pub const ENTITY_MEMBERS: &[&str] = &[
     "@context",
 ];
 
+/// Core terms that are members of attributes, never attributes themselves (§4.5.1).
+const NON_REIFIED_TERMS: &[&str] = &[
+    "datasetId",
+    "instanceId",
+    "observedAt",
+    "unitCode",
+    "value",
+    "object",
+    "languageMap",
+    "vocab",
+    "json",
+    "valueList",
+    "objectList",
+    "objectType",
+];
+
 /// System-generated members: accepted on input but ignored.
 const SYSTEM_MEMBERS: &[&str] = &["createdAt", "modifiedAt", "deletedAt", "instanceId"];
 
@@ -183,9 +199,18 @@ impl<'a> Parser<'a> {
     pub fn attribute(&self, name: &str, v: &Value) -> Result<Vec<Value>> {
         check_name(name)
             .map_err(|e| NgsiError::bad_data(format!("invalid attribute name: {e}")))?;
-        if matches!(name, "id" | "type" | "@id" | "@type") {
+        if matches!(name, "id" | "type" | "@id" | "@type") || NON_REIFIED_TERMS.contains(&name) {
             return Err(NgsiError::bad_data(format!(
-                "'{name}' cannot be used as an attribute name"
+                "'{name}' is a term of the NGSI-LD core and cannot be used as an attribute name"
+            )));
+        }
+        let embeds_context = match v {
+            Value::Array(a) => a.iter().any(|i| i.get("@context").is_some()),
+            other => other.get("@context").is_some(),
+        };
+        if embeds_context {
+            return Err(NgsiError::bad_data(format!(
+                "attribute '{name}' carries its own @context: a request has one @context, at its top level"
             )));
         }
         let items: Vec<&Value> = match v {
@@ -363,6 +388,11 @@ impl<'a> Parser<'a> {
                     }
                 }
                 k if SYSTEM_MEMBERS.contains(&k) || k.starts_with("previous") => {}
+                "@context" if depth > 0 => {
+                    return Err(NgsiError::bad_data(format!(
+                        "sub-attribute '{name}' carries its own @context: a request has one @context, at its top level"
+                    )))
+                }
                 "@context" => {}
                 k if INSTANCE_MEMBERS.contains(&k) => {
                     return Err(NgsiError::bad_data(format!(

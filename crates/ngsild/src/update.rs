@@ -25,7 +25,9 @@ fn instances_mut<'a>(e: &'a mut Entity, name: &str) -> Option<&'a mut Vec<Value>
     e.get_mut(name).and_then(Value::as_array_mut)
 }
 
-fn is_null_marker(i: &Value) -> bool {
+/// Is this instance NGSI-LD Null (its value member `urn:ngsi-ld:null`, or a language map
+/// `{"@none": "urn:ngsi-ld:null"}`), which deletes it in update and merge operations?
+pub fn is_null_marker(i: &Value) -> bool {
     [
         "value",
         "object",
@@ -36,7 +38,13 @@ fn is_null_marker(i: &Value) -> bool {
         "objectList",
     ]
     .iter()
-    .any(|m| i.get(*m).and_then(Value::as_str) == Some(NGSI_LD_NULL))
+    .any(|m| match i.get(*m) {
+        Some(Value::String(s)) => s == NGSI_LD_NULL,
+        Some(Value::Object(map)) if *m == "languageMap" => {
+            map.len() == 1 && map.get("@none").and_then(Value::as_str) == Some(NGSI_LD_NULL)
+        }
+        _ => false,
+    })
 }
 
 /// Keep the creation time of the instance being replaced.

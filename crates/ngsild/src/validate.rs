@@ -17,8 +17,22 @@ pub fn is_uri(s: &str) -> bool {
         && !s.chars().any(|c| {
             c.is_whitespace()
                 || c.is_control()
+                || is_invisible(c)
                 || matches!(c, '<' | '>' | '"' | '{' | '}' | '|' | '\\' | '^' | '`')
         })
+}
+
+/// Characters that render as nothing or reorder text (RFC 3987 §4.1 excludes bidi formatting characters from
+/// IRIs; the others make two ids that look the same differ): format characters, variation selectors,
+/// noncharacters, Hangul fillers and the blank Braille pattern.
+fn is_invisible(c: char) -> bool {
+    let u = c as u32;
+    matches!(u,
+        0x00AD | 0x034F | 0x061C | 0x115F | 0x1160 | 0x17B4 | 0x17B5 | 0x180B..=0x180F
+        | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x206F | 0x2800 | 0x3164
+        | 0xFDD0..=0xFDEF | 0xFE00..=0xFE0F | 0xFEFF | 0xFFA0 | 0xFFF0..=0xFFF8
+        | 0x1D173..=0x1D17A | 0xE0000..=0xE0FFF)
+        || (u & 0xFFFE) == 0xFFFE
 }
 
 /// A short or expanded attribute/type name.
@@ -58,6 +72,14 @@ pub fn now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_with_invisible_characters_are_not_uris() {
+        for c in ['\u{202E}', '\u{200B}', '\u{FEFF}', '\u{FE0F}', '\u{E0100}', '\u{FDD0}', '\u{1FFFF}', '\u{3164}', '\u{2800}'] {
+            assert!(!is_uri(&format!("urn:ngsi-ld:T:a{c}b")), "{:X}", c as u32);
+        }
+        assert!(is_uri("urn:ngsi-ld:Вулиця:Хрещатик"), "ordinary non-ASCII stays allowed");
+    }
 
     #[test]
     fn uris() {
