@@ -38,6 +38,8 @@ pub struct EntityQueryParams {
     pub limit: Option<usize>,
     pub offset: usize,
     pub count: bool,
+    /// `local=true`: only this broker's own entities (it has no others; it qualifies a purge).
+    pub local: bool,
 }
 
 /// A page of entities and the total if asked.
@@ -122,6 +124,10 @@ pub fn compile(p: &EntityQueryParams, ctx: &Context, limit: usize) -> Result<Com
             note(&mut reads, &["type"]);
             checks.push(Box::new(move |e: &Entity| te.matches(&types(e))));
         }
+    }
+    for n in p.attrs.iter().flatten() {
+        misto_ngsild::validate::check_name(n)
+            .map_err(|e| NgsiError::bad_data(format!("attrs: {e}")))?;
     }
     let attrs: Option<HashSet<String>> = p
         .attrs
@@ -236,14 +242,22 @@ impl Broker {
         ctx: &Context,
         p: &EntityQueryParams,
     ) -> Result<usize> {
+        // An id or idPattern alone does not qualify (§5.6.21.4), nor a q over system members only: the
+        // selection must say what kind of entities goes.
+        let q_names_attributes = match &p.q {
+            Some(q) => misto_query::q::parse(q)
+                .map(|e| !e.attribute_names().is_empty())
+                .unwrap_or(true),
+            None => false,
+        };
         if p.types.is_none()
-            && p.ids.is_none()
-            && p.id_pattern.is_none()
-            && p.q.is_none()
+            && p.attrs.is_none()
+            && !q_names_attributes
             && p.scope_q.is_none()
+            && !p.local
         {
             return Err(NgsiError::bad_data(
-                "purging entities needs at least one of type, id, idPattern, q or scopeQ",
+                "purging entities needs at least one of type, attrs, q (on attributes), scopeQ or local=true",
             ));
         }
         let c = compile(p, ctx, usize::MAX)?;

@@ -202,6 +202,7 @@ pub(crate) fn query_params(p: &Params) -> Result<EntityQueryParams, NgsiError> {
         limit,
         offset,
         count: p.bool("count")?,
+        local: p.bool("local")?,
     })
 }
 
@@ -260,6 +261,20 @@ pub async fn purge(State(s): St, headers: HeaderMap, RawQuery(q): RawQuery) -> A
     let p = request::params(q.as_deref())?;
     let tenant = request::read_tenant(&s, &headers)?;
     let ctx = request::context(&s, &headers).await?;
+    match (p.get("keep").is_some(), p.get("drop").is_some()) {
+        (true, true) => {
+            return Err(NgsiError::bad_data("keep and drop cannot be used together").into())
+        }
+        (true, false) | (false, true) => {
+            // Refused rather than ignored: ignoring them would delete whole entities.
+            return Err(NgsiError::new(
+                misto_ngsild::ErrorKind::OperationNotSupported,
+                "purging only some attributes (keep/drop) is not supported yet",
+            )
+            .into());
+        }
+        (false, false) => {}
+    }
     let params = query_params(&p)?;
     s.broker.purge_entities(&tenant, &ctx, &params).await?;
     Ok(no_content())

@@ -165,7 +165,10 @@ mod tests {
 
     #[test]
     fn plus_is_a_space_outside_scopes_and_times() {
-        let p = Params::parse(Some("q=name%3D%3D%22Eiffel+Tower%22&timeAt=2024-01-01T00:00:00+01:00")).unwrap();
+        let p = Params::parse(Some(
+            "q=name%3D%3D%22Eiffel+Tower%22&timeAt=2024-01-01T00:00:00+01:00",
+        ))
+        .unwrap();
         assert_eq!(p.get("q"), Some("name==\"Eiffel Tower\""));
         assert_eq!(p.get("timeAt"), Some("2024-01-01T00:00:00+01:00"));
     }

@@ -808,6 +808,10 @@ async fn health_ready_metrics() {
     let r = s.req(Method::PUT, "/entities").send().await.unwrap();
     problem(r, 400).await;
     // A trailing slash names the same resource.
-    let r = s.req(Method::GET, "/entities/?type=T").send().await.unwrap();
+    let r = s
+        .req(Method::GET, "/entities/?type=T")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 }

@@ -557,6 +557,60 @@ fn corpus() -> Vec<Case> {
             404,
             "ResourceNotFound",
         ),
+        // Found by the ETSI conformance suite.
+        post_entity("{\"id\":\"urn:ngsi-ld:T:\u{202E}1\",\"type\":\"T\"}"),
+        post_entity(
+            r#"{"id":"urn:ngsi-ld:T:1","type":"T","datasetId":{"type":"Property","value":1}}"#,
+        ),
+        post_entity(
+            r#"{"id":"urn:ngsi-ld:T:1","type":"T","a":{"type":"Property","value":1,"@context":{"a":"https://x/a"}}}"#,
+        ),
+        post_entity(
+            r#"{"id":"urn:ngsi-ld:T:1","type":"T","r":{"type":"Relationship","object":"urn:a:b","unitCode":"MTR"}}"#,
+        ),
+        post_entity(
+            r#"{"id":"urn:ngsi-ld:T:1","type":"T","a":{"type":"Property","value":1,"previousValue":0}}"#,
+        ),
+        post_entity(
+            r#"{"id":"urn:ngsi-ld:T:1","type":"T","location":{"type":"GeoProperty","value":{"type":"GeometryCollection","geometries":[]}}}"#,
+        ),
+        query("type=T&georel=near;maxDistance==0&geometry=Point&coordinates=[1,2]"),
+        query("type=T&georel=near;maxDistance==5;minDistance==1&geometry=Point&coordinates=[1,2]"),
+        query("type=T&attrs=a;b"),
+        get(
+            "/entities/urn:ngsi-ld:T:1?pick=name&attrs=name",
+            400,
+            "BadRequestData",
+        ),
+        get(
+            "/entities/urn:ngsi-ld:T:1?pick=locatedAt{name}",
+            400,
+            "BadRequestData",
+        ),
+        case(
+            Method::DELETE,
+            "/entities?id=urn:ngsi-ld:T:1",
+            None,
+            None,
+            400,
+            "BadRequestData",
+        ),
+        case(
+            Method::DELETE,
+            "/entities?type=T&keep=a&drop=b",
+            None,
+            None,
+            400,
+            "BadRequestData",
+        ),
+        case(
+            Method::DELETE,
+            "/entities?type=T&drop=b",
+            None,
+            None,
+            422,
+            "OperationNotSupported",
+        ),
         // Routes and methods.
         get("/nothing", 404, "ResourceNotFound"),
         get("/entities/urn:a:b/attrs/x/y", 404, "ResourceNotFound"),

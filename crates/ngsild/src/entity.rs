@@ -67,21 +67,9 @@ pub const ENTITY_MEMBERS: &[&str] = &[
     "@context",
 ];
 
-/// Core terms that are members of attributes, never attributes themselves (§4.5.1).
-const NON_REIFIED_TERMS: &[&str] = &[
-    "datasetId",
-    "instanceId",
-    "observedAt",
-    "unitCode",
-    "value",
-    "object",
-    "languageMap",
-    "vocab",
-    "json",
-    "valueList",
-    "objectList",
-    "objectType",
-];
+/// Core terms that are members of attributes and would be misread as such if they named one (§4.5.1). Terms
+/// such as `value` are left out: real data models (Smart Data Models' Device) name attributes so.
+const NON_REIFIED_TERMS: &[&str] = &["datasetId", "instanceId", "observedAt"];
 
 /// System-generated members: accepted on input but ignored.
 const SYSTEM_MEMBERS: &[&str] = &["createdAt", "modifiedAt", "deletedAt", "instanceId"];
@@ -328,6 +316,17 @@ impl<'a> Parser<'a> {
         if !kind.is_empty() {
             out.insert(member.into(), value);
         }
+        if kind == "GeoProperty"
+            && out
+                .get("value")
+                .and_then(|v| v.get("type"))
+                .and_then(Value::as_str)
+                == Some("GeometryCollection")
+        {
+            return Err(NgsiError::bad_data(format!(
+                "attribute '{name}': a GeometryCollection is not a GeoProperty value (§4.7)"
+            )));
+        }
         // Concise inference: a `value` that is a GeoJSON geometry makes a GeoProperty.
         if obj.get("type").is_none() && kind == "Property" {
             if let Some(val) = out.get("value") {
@@ -341,6 +340,7 @@ impl<'a> Parser<'a> {
                 "type" => {}
                 k if k == member => {}
                 "observedAt" => {
+                    // Offsets other than Z are kept as given: published Smart Data Models examples use them.
                     let s = sub
                         .as_str()
                         .filter(|s| parse_datetime(s).is_some())
@@ -350,6 +350,17 @@ impl<'a> Parser<'a> {
                             ))
                         })?;
                     out.insert("observedAt".into(), s.into());
+                }
+                "unitCode" if !matches!(kind.as_str(), "Property" | "ListProperty" | "") => {
+                    return Err(NgsiError::bad_data(format!(
+                        "attribute '{name}': a {kind} has no unitCode (only Property and ListProperty do)"
+                    )))
+                }
+                "previousValue" | "previousObject" | "previousLanguageMap" | "previousVocab"
+                | "previousJson" | "previousValueList" | "previousObjectList" => {
+                    return Err(NgsiError::bad_data(format!(
+                        "attribute '{name}': {k} is output-only (it appears in notifications)"
+                    )))
                 }
                 "unitCode" => {
                     let s = sub.as_str().ok_or_else(|| {

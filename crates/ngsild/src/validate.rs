@@ -75,10 +75,23 @@ mod tests {
 
     #[test]
     fn ids_with_invisible_characters_are_not_uris() {
-        for c in ['\u{202E}', '\u{200B}', '\u{FEFF}', '\u{FE0F}', '\u{E0100}', '\u{FDD0}', '\u{1FFFF}', '\u{3164}', '\u{2800}'] {
+        for c in [
+            '\u{202E}',
+            '\u{200B}',
+            '\u{FEFF}',
+            '\u{FE0F}',
+            '\u{E0100}',
+            '\u{FDD0}',
+            '\u{1FFFF}',
+            '\u{3164}',
+            '\u{2800}',
+        ] {
             assert!(!is_uri(&format!("urn:ngsi-ld:T:a{c}b")), "{:X}", c as u32);
         }
-        assert!(is_uri("urn:ngsi-ld:Вулиця:Хрещатик"), "ordinary non-ASCII stays allowed");
+        assert!(
+            is_uri("urn:ngsi-ld:Вулиця:Хрещатик"),
+            "ordinary non-ASCII stays allowed"
+        );
     }
 
     #[test]

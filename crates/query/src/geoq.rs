@@ -55,14 +55,18 @@ impl GeoRel {
                         .trim()
                         .parse()
                         .map_err(|_| GeoError(format!("georel: distance '{v}' is not a number")))?;
-                    if !d.is_finite() || d < 0.0 {
+                    // §4.10: nearRel = "near" ";" distance "==" PositiveNumber — one modifier, above zero.
+                    if !d.is_finite() || d <= 0.0 {
                         return gerr(format!(
-                            "georel: distance {v} must be a non-negative number of metres"
+                            "georel: distance {v} must be a positive number of metres"
                         ));
                     }
+                    if max.is_some() || min.is_some() {
+                        return gerr("georel: near takes one distance, maxDistance or minDistance");
+                    }
                     match k.trim() {
-                        "maxDistance" if max.is_none() => max = Some(d),
-                        "minDistance" if min.is_none() => min = Some(d),
+                        "maxDistance" => max = Some(d),
+                        "minDistance" => min = Some(d),
                         other => return gerr(format!("georel: unexpected '{other}' after near")),
                     }
                 }
