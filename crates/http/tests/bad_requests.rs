@@ -60,6 +60,10 @@ fn get(path: &str, status: u16, kind: &'static str) -> Case {
     case(Method::GET, path, None, None, status, kind)
 }
 
+fn delete(path: &str, status: u16, kind: &'static str) -> Case {
+    case(Method::DELETE, path, None, None, status, kind)
+}
+
 fn query(q: &str) -> Case {
     get(&format!("/entities?{q}"), 400, "BadRequestData")
 }
@@ -309,22 +313,8 @@ fn corpus() -> Vec<Case> {
         // Identifiers in paths.
         get("/entities/not-a-uri", 400, "BadRequestData"),
         get("/entities/urn:ngsi-ld:T:none", 404, "ResourceNotFound"),
-        case(
-            Method::DELETE,
-            "/entities/not%20a%20uri",
-            None,
-            None,
-            400,
-            "BadRequestData",
-        ),
-        case(
-            Method::DELETE,
-            "/entities/urn:ngsi-ld:T:none",
-            None,
-            None,
-            404,
-            "ResourceNotFound",
-        ),
+        delete("/entities/not%20a%20uri", 400, "BadRequestData"),
+        delete("/entities/urn:ngsi-ld:T:none", 404, "ResourceNotFound"),
         case(
             Method::PATCH,
             "/entities/urn:ngsi-ld:T:none/attrs",
@@ -357,27 +347,18 @@ fn corpus() -> Vec<Case> {
             404,
             "ResourceNotFound",
         ),
-        case(
-            Method::DELETE,
+        delete(
             "/entities/urn:ngsi-ld:T:1/attrs/nothing",
-            None,
-            None,
             404,
             "ResourceNotFound",
         ),
-        case(
-            Method::DELETE,
+        delete(
             "/entities/urn:ngsi-ld:T:1/attrs/p?datasetId=not%20a%20uri",
-            None,
-            None,
             400,
             "BadRequestData",
         ),
-        case(
-            Method::DELETE,
+        delete(
             "/entities/urn:ngsi-ld:T:1/attrs/p?deleteAll=maybe",
-            None,
-            None,
             400,
             "BadRequestData",
         ),
@@ -512,14 +493,7 @@ fn corpus() -> Vec<Case> {
             "BadRequestData",
         ),
         // Purge, discovery, contexts.
-        case(
-            Method::DELETE,
-            "/entities",
-            None,
-            None,
-            400,
-            "BadRequestData",
-        ),
+        delete("/entities", 400, "BadRequestData"),
         get("/types/Nothing", 404, "ResourceNotFound"),
         get("/attributes/nothing", 404, "ResourceNotFound"),
         get("/types?details=maybe", 400, "BadRequestData"),
@@ -549,14 +523,7 @@ fn corpus() -> Vec<Case> {
             415,
             "UnsupportedMediaType",
         ),
-        case(
-            Method::DELETE,
-            "/jsonldContexts/urn:none",
-            None,
-            None,
-            404,
-            "ResourceNotFound",
-        ),
+        delete("/jsonldContexts/urn:none", 404, "ResourceNotFound"),
         // Found by the ETSI conformance suite.
         post_entity("{\"id\":\"urn:ngsi-ld:T:\u{202E}1\",\"type\":\"T\"}"),
         post_entity(
@@ -587,30 +554,9 @@ fn corpus() -> Vec<Case> {
             400,
             "BadRequestData",
         ),
-        case(
-            Method::DELETE,
-            "/entities?id=urn:ngsi-ld:T:1",
-            None,
-            None,
-            400,
-            "BadRequestData",
-        ),
-        case(
-            Method::DELETE,
-            "/entities?type=T&keep=a&drop=b",
-            None,
-            None,
-            400,
-            "BadRequestData",
-        ),
-        case(
-            Method::DELETE,
-            "/entities?type=T&drop=b",
-            None,
-            None,
-            422,
-            "OperationNotSupported",
-        ),
+        delete("/entities?id=urn:ngsi-ld:T:1", 400, "BadRequestData"),
+        delete("/entities?type=T&keep=a&drop=b", 400, "BadRequestData"),
+        delete("/entities?type=T&drop=b", 422, "OperationNotSupported"),
         // Routes and methods.
         get("/nothing", 404, "ResourceNotFound"),
         get("/entities/urn:a:b/attrs/x/y", 404, "ResourceNotFound"),
@@ -630,14 +576,7 @@ fn corpus() -> Vec<Case> {
             405,
             "MethodNotAllowed",
         ),
-        case(
-            Method::DELETE,
-            "/types",
-            None,
-            None,
-            405,
-            "MethodNotAllowed",
-        ),
+        delete("/types", 405, "MethodNotAllowed"),
         case(
             Method::GET,
             "/entityOperations/create",
