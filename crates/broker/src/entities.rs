@@ -27,7 +27,7 @@ pub struct BatchOutcome {
     pub errors: Vec<(String, NgsiError)>,
 }
 
-fn check_id(id: &str) -> Result<()> {
+pub(crate) fn check_id(id: &str) -> Result<()> {
     if is_uri(id) {
         Ok(())
     } else {
@@ -64,8 +64,16 @@ fn keep_created(new: &mut Entity, old: &Entity) {
 }
 
 impl Broker {
-    async fn modify_one(&self, tenant: &str, id: &str, f: ModifyFn) -> Result<Modified> {
-        let out = misto_store::modify(self.store.as_ref(), tenant, id, f).await??;
+    /// One read-modify-write; `ctx` (the writer's context) renders the entity's stored view.
+    async fn modify_one(
+        &self,
+        tenant: &str,
+        ctx: Option<&Context>,
+        id: &str,
+        f: ModifyFn,
+    ) -> Result<Modified> {
+        let view = ctx.and_then(crate::views::viewer);
+        let out = misto_store::modify_viewed(self.store.as_ref(), tenant, id, f, view).await??;
         self.note(tenant, id, &out);
         Ok(out)
     }
@@ -97,6 +105,7 @@ impl Broker {
         let idc = id.clone();
         self.modify_one(
             tenant,
+            Some(ctx),
             &id,
             Box::new(move |cur| match cur {
                 Some(_) => Err(NgsiError::exists(format!("entity {idc} already exists"))),
@@ -122,6 +131,7 @@ impl Broker {
         let idc = id.to_string();
         self.modify_one(
             tenant,
+            None,
             id,
             Box::new(move |cur| match cur {
                 Some(_) => Ok(Change::Delete),
@@ -155,6 +165,7 @@ impl Broker {
         let idc = id.to_string();
         self.modify_one(
             tenant,
+            Some(ctx),
             id,
             Box::new(move |cur| {
                 let old = cur.ok_or_else(|| not_found(&idc))?;
@@ -198,6 +209,7 @@ impl Broker {
         let idc = id.to_string();
         self.modify_one(
             tenant,
+            Some(ctx),
             id,
             Box::new(move |cur| {
                 let mut e = cur.cloned().ok_or_else(|| not_found(&idc))?;
@@ -248,6 +260,7 @@ impl Broker {
         let outc = out.clone();
         self.modify_one(
             tenant,
+            Some(ctx),
             id,
             Box::new(move |cur| {
                 let mut e = cur.cloned().ok_or_else(|| not_found(&idc))?;
@@ -294,6 +307,7 @@ impl Broker {
         let outc = out.clone();
         self.modify_one(
             tenant,
+            Some(ctx),
             id,
             Box::new(move |cur| {
                 let mut e = cur.cloned().ok_or_else(|| not_found(&idc))?;
@@ -338,6 +352,7 @@ impl Broker {
         let ds = obj.get("datasetId").cloned();
         self.modify_one(
             tenant,
+            Some(ctx),
             id,
             Box::new(move |cur| {
                 let mut e = cur.cloned().ok_or_else(|| not_found(&idc))?;
@@ -391,6 +406,7 @@ impl Broker {
         let attrc = attr.to_string();
         self.modify_one(
             tenant,
+            Some(ctx),
             id,
             Box::new(move |cur| {
                 let mut e = cur.cloned().ok_or_else(|| not_found(&idc))?;
@@ -440,6 +456,7 @@ impl Broker {
         let ts = now();
         self.modify_one(
             tenant,
+            Some(ctx),
             id,
             Box::new(move |cur| {
                 let mut e = cur.cloned().ok_or_else(|| not_found(&idc))?;
@@ -463,6 +480,7 @@ impl Broker {
     async fn run_batch(
         &self,
         tenant: &str,
+        ctx: Option<&Context>,
         items: Vec<Result<(String, ModifyFn), (String, NgsiError)>>,
     ) -> Result<BatchOutcome> {
         let mut outcome = BatchOutcome::default();
@@ -478,7 +496,10 @@ impl Broker {
             }
         }
         if !ops.is_empty() {
-            let results = self.store.modify_many(tenant, ops).await?;
+            let results = self
+                .store
+                .modify_many_viewed(tenant, ops, ctx.and_then(crate::views::viewer))
+                .await?;
             for (id, r) in ids.into_iter().zip(results) {
                 match r {
                     Ok(m) => {
@@ -529,7 +550,7 @@ impl Broker {
                 Ok((id, f))
             })
             .collect();
-        self.run_batch(tenant, items).await
+        self.run_batch(tenant, Some(ctx), items).await
     }
 
     /// `POST /entityOperations/upsert` (`replace`: whole entities replaced; else attributes appended).
@@ -579,7 +600,7 @@ impl Broker {
                 Ok((id, f))
             })
             .collect();
-        self.run_batch(tenant, items).await
+        self.run_batch(tenant, Some(ctx), items).await
     }
 
     /// `POST /entityOperations/update` (append attributes to existing entities).
@@ -615,7 +636,7 @@ impl Broker {
                 Ok((id, f))
             })
             .collect();
-        self.run_batch(tenant, items).await
+        self.run_batch(tenant, Some(ctx), items).await
     }
 
     /// `POST /entityOperations/merge`
@@ -652,7 +673,7 @@ impl Broker {
                 Ok((id, f))
             })
             .collect();
-        self.run_batch(tenant, items).await
+        self.run_batch(tenant, Some(ctx), items).await
     }
 
     /// `POST /entityOperations/delete`: body is an array of ids.
@@ -678,7 +699,7 @@ impl Broker {
                 Ok((id, f))
             })
             .collect();
-        self.run_batch(tenant, items).await
+        self.run_batch(tenant, None, items).await
     }
 }
 

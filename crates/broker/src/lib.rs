@@ -7,6 +7,7 @@ pub mod contexts;
 pub mod entities;
 pub mod query;
 pub mod typeexpr;
+mod views;
 
 use std::sync::Arc;
 

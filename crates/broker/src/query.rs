@@ -212,6 +212,31 @@ impl Broker {
         ctx: &Context,
         p: &EntityQueryParams,
     ) -> Result<QueryResult> {
+        let limit = self.checked_limit(p)?;
+        let c = compile(p, ctx, limit)?;
+        let page = self.store.query(tenant, &c.store).await?;
+        Ok(QueryResult {
+            entities: page.entities,
+            total: page.total,
+        })
+    }
+
+    /// [`Broker::query_entities`] for a plain normalized answer: each entity on the page comes as its stored
+    /// rendering when that was made with `ctx`, else as the entity.
+    pub async fn query_found(
+        &self,
+        tenant: &str,
+        ctx: &Context,
+        p: &EntityQueryParams,
+    ) -> Result<(Vec<misto_store::Found>, Option<u64>)> {
+        let limit = self.checked_limit(p)?;
+        let mut c = compile(p, ctx, limit)?;
+        c.store.view_ctx = Some(ctx.fingerprint());
+        let page = self.store.query(tenant, &c.store).await?;
+        Ok((page.found, page.total))
+    }
+
+    fn checked_limit(&self, p: &EntityQueryParams) -> Result<usize> {
         let limit = p.limit.unwrap_or(self.config.default_limit);
         if limit > self.config.max_limit {
             return Err(NgsiError::new(
@@ -227,12 +252,7 @@ impl Broker {
                 "limit=0 is only allowed together with count=true",
             ));
         }
-        let c = compile(p, ctx, limit)?;
-        let page = self.store.query(tenant, &c.store).await?;
-        Ok(QueryResult {
-            entities: page.entities,
-            total: page.total,
-        })
+        Ok(limit)
     }
 
     /// `DELETE /entities?type=…` (V1.9 purge): delete every matching entity; returns how many.

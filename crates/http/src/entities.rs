@@ -5,6 +5,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use misto_broker::{EntityQueryParams, GeoParams};
 use misto_ngsild::render::{render_entity, render_feature, RenderOptions};
+
+use crate::rendered;
 use misto_ngsild::update::UpdateResult;
 use misto_ngsild::{Context, NgsiError};
 use serde_json::{json, Value};
@@ -164,6 +166,15 @@ pub async fn retrieve(
     let tenant = request::read_tenant(&s, &headers)?;
     let ctx = request::context(&s, &headers).await?;
     let opts = render_options(&p, &ctx)?;
+    if rendered::plain(&p, &[], &opts, accept, &headers) {
+        let found = s.broker.get_found(&tenant, &ctx, &id).await?;
+        return Ok(rendered::entity(
+            &found,
+            &ctx,
+            accept,
+            request::link_for(&s, &ctx),
+        )?);
+    }
     let e = s.broker.get_entity(&tenant, &id).await?;
     let body = if accept == Accept::GeoJson {
         let mut f = render_feature(&e, &ctx, &opts, &geoproperty(&p, &ctx));
@@ -253,6 +264,16 @@ pub async fn query(State(s): St, headers: HeaderMap, RawQuery(q): RawQuery) -> A
         .into());
     }
     let tenant = request::read_tenant(&s, &headers)?;
+    if rendered::plain(&p, rendered::SELECTING, &opts, accept, &headers) {
+        let (found, total) = s.broker.query_found(&tenant, &ctx, &params).await?;
+        return Ok(rendered::entities(
+            &found,
+            total,
+            &ctx,
+            accept,
+            request::link_for(&s, &ctx),
+        )?);
+    }
     let result = s.broker.query_entities(&tenant, &ctx, &params).await?;
     query_response(&s, result, &ctx, &p, &opts, accept)
 }

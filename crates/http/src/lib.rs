@@ -8,6 +8,7 @@ mod negotiate;
 mod ops;
 mod params;
 mod problem;
+mod rendered;
 mod request;
 
 use std::collections::HashSet;

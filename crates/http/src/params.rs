@@ -31,6 +31,11 @@ impl Params {
         Ok(Params(m))
     }
 
+    /// The names of the parameters given.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+
     pub fn get(&self, k: &str) -> Option<&str> {
         self.0.get(k).and_then(|v| v.first()).map(String::as_str)
     }

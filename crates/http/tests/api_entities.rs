@@ -815,3 +815,96 @@ async fn health_ready_metrics() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// Plain reads are answered from the rendering stored at write time; it must always equal what the renderer
+/// makes now, follow every kind of write, and never answer a reader with another context.
+#[tokio::test]
+async fn stored_renderings_match_fresh_ones() {
+    let s = TestServer::start().await;
+    s.create(&station(1, 30.52, 50.45, 12.5), Some(ENV_CONTEXT))
+        .await;
+    let id = "/entities/urn:ngsi-ld:AirQualityObserved:t1";
+    // `attrs` naming every attribute renders the same entity through the ordinary renderer.
+    let all = "attrs=pm25,name,location,refDevice";
+    let stored = s.get_json(id, Some(ENV_CONTEXT)).await;
+    let fresh = s.get_json(&format!("{id}?{all}"), Some(ENV_CONTEXT)).await;
+    assert_eq!(stored, fresh);
+    assert_eq!(stored["pm25"]["value"], 12.5);
+
+    // A partial update, an append and a merge each replace the stored rendering.
+    let r = s
+        .send(
+            Method::PATCH,
+            &format!("{id}/attrs"),
+            &json!({"pm25": {"type": "Property", "value": 40.0}}),
+            Some(ENV_CONTEXT),
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        s.get_json(id, Some(ENV_CONTEXT)).await["pm25"]["value"],
+        40.0
+    );
+    let r = s
+        .send(
+            Method::PATCH,
+            id,
+            &json!({"name": {"type": "Property", "value": "renamed"}}),
+            Some(ENV_CONTEXT),
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    let got = s.get_json(id, Some(ENV_CONTEXT)).await;
+    assert_eq!(got["name"]["value"], "renamed");
+    assert_eq!(
+        got,
+        s.get_json(&format!("{id}?{all}"), Some(ENV_CONTEXT)).await
+    );
+
+    // Written with the core context only, read with the model's: the names must still compact.
+    let r = s
+        .send(
+            Method::POST,
+            &format!("{id}/attrs"),
+            &json!({"https://uri.etsi.org/ngsi-ld/default-context/extra": {"type": "Property", "value": 1}}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    let got = s.get_json(id, Some(ENV_CONTEXT)).await;
+    assert_eq!(got["pm25"]["value"], 40.0);
+    assert_eq!(got["extra"]["value"], 1);
+    // And read with the core context: expanded names, never the model context's short ones.
+    let core = s.get_json(id, None).await;
+    assert!(core.get("pm25").is_none());
+
+    // Queries answer from stored renderings too, with @context appended for JSON-LD.
+    let list = s
+        .get_json("/entities?type=AirQualityObserved", Some(ENV_CONTEXT))
+        .await;
+    assert_eq!(list, json!([got.clone()]));
+    let r = s
+        .req(Method::GET, id)
+        .header("Accept", "application/ld+json")
+        .header("Link", common::link(ENV_CONTEXT))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-type"], "application/ld+json");
+    let mut ld: Value = r.json().await.unwrap();
+    assert_eq!(ld["@context"], json!(ENV_CONTEXT));
+    ld.as_object_mut().unwrap().remove("@context");
+    assert_eq!(ld, got);
+
+    // A transient entity is rendered on each read (what it shows changes with time alone).
+    let mut t = station(2, 30.5, 50.4, 1.0);
+    t["expiresAt"] = json!("2999-01-01T00:00:00Z");
+    s.create(&t, Some(ENV_CONTEXT)).await;
+    let got = s
+        .get_json(
+            "/entities/urn:ngsi-ld:AirQualityObserved:t2",
+            Some(ENV_CONTEXT),
+        )
+        .await;
+    assert_eq!(got["pm25"]["value"], 1.0);
+}

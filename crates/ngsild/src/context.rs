@@ -63,7 +63,29 @@ struct Terms {
     prefixes: Vec<(String, String)>,
 }
 
+/// Bump when the normalized rendering of stored entities changes, so that renderings stored by an older misto
+/// are no longer served (see [`Context::fingerprint`]).
+pub const RENDER_VERSION: u64 = 1;
+
 impl Terms {
+    /// Order-independent of the hash maps' iteration order: definitions are hashed sorted by term.
+    fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        RENDER_VERSION.hash(&mut h);
+        self.vocab.hash(&mut h);
+        let mut defs: Vec<_> = self.defs.iter().collect();
+        defs.sort_by(|a, b| a.0.cmp(b.0));
+        for (term, d) in defs {
+            term.hash(&mut h);
+            d.iri.hash(&mut h);
+            d.coercion.hash(&mut h);
+            d.prefix.hash(&mut h);
+        }
+        self.prefixes.hash(&mut h);
+        h.finish()
+    }
+
     fn build_reverse(&mut self) {
         let mut reverse: HashMap<String, String> = HashMap::new();
         for (term, def) in &self.defs {
@@ -226,6 +248,8 @@ pub enum ContextBuildError {
 #[derive(Debug, Clone)]
 pub struct Context {
     user: Arc<Terms>,
+    /// What compaction with this context depends on, hashed (see [`Context::fingerprint`]).
+    fingerprint: u64,
     /// The `@context` value as the client gave it (echoed back in responses); `None` for the core alone.
     source: Option<Value>,
 }
@@ -239,8 +263,10 @@ impl Default for Context {
 impl Context {
     /// The core context alone.
     pub fn core() -> Context {
+        let user = Terms::default();
         Context {
-            user: Arc::new(Terms::default()),
+            fingerprint: user.fingerprint(),
+            user: Arc::new(user),
             source: None,
         }
     }
@@ -260,6 +286,7 @@ impl Context {
             v => Some(v.clone()),
         };
         Ok(Context {
+            fingerprint: user.fingerprint(),
             user: Arc::new(user),
             source,
         })
@@ -280,6 +307,13 @@ impl Context {
             Some(Value::Array(a)) if a.len() == 1 => a[0].as_str().map(str::to_string),
             _ => None,
         }
+    }
+
+    /// A hash of everything compaction with this context depends on (the user's term definitions, `@vocab`
+    /// and the renderer's version): two contexts with the same fingerprint render an entity identically, so a
+    /// rendering stored at write time can answer a later read made with an equal context.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
     }
 
     pub fn is_core_only(&self) -> bool {

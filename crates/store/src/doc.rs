@@ -32,13 +32,18 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
 /// Serialize and compress an entity for storage.
 pub fn encode(e: &Entity) -> Result<Vec<u8>, StoreError> {
     let json = serde_json::to_vec(e).map_err(|e| StoreError::Other(e.to_string()))?;
+    compress(&json)
+}
+
+/// Compress JSON bytes for storage.
+pub fn compress(json: &[u8]) -> Result<Vec<u8>, StoreError> {
     COMPRESSOR.with(|c| {
         let mut slot = c.borrow_mut();
         if slot.is_none() {
             *slot = Some(zstd::bulk::Compressor::new(LEVEL).map_err(corrupt)?);
         }
         match slot.as_mut() {
-            Some(z) => z.compress(&json).map_err(corrupt),
+            Some(z) => z.compress(json).map_err(corrupt),
             None => Err(corrupt("no compressor")),
         }
     })

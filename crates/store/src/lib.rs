@@ -66,6 +66,29 @@ pub struct Modified {
     pub after: Option<Entity>,
 }
 
+/// A rendering of an entity made at write time, stored beside it: the normalized representation (no system
+/// attributes, no projection) compacted with the writer's context. A read made with a context of the same
+/// fingerprint is answered with these bytes, without parsing and rendering the entity again.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// `Context::fingerprint` of the context it was compacted with.
+    pub ctx: u64,
+    /// The rendered JSON object.
+    pub json: Vec<u8>,
+}
+
+/// Renders the view of an entity about to be stored (None: store no view, e.g. for transient entities, whose
+/// rendering changes with time).
+pub type ViewFn = Arc<dyn Fn(&Entity) -> Option<View> + Send + Sync>;
+
+/// An entity as read for a given context: its stored rendering when one was made with an equal context, else
+/// the entity itself.
+#[derive(Debug)]
+pub enum Found {
+    Rendered(Vec<u8>),
+    Entity(Entity),
+}
+
 /// A filter evaluated on candidate entities that the backend cannot express in SQL.
 pub type EntityFilter = Arc<dyn Fn(&Entity) -> bool + Send + Sync>;
 
@@ -88,13 +111,29 @@ pub struct EntityQuery {
     pub limit: usize,
     /// Compute the total number of matches.
     pub count: bool,
+    /// Answer with stored renderings made with this context fingerprint where they exist: the page goes to
+    /// [`QueryPage::found`] instead of [`QueryPage::entities`].
+    pub view_ctx: Option<u64>,
 }
 
 /// A page of query results.
 #[derive(Debug, Default)]
 pub struct QueryPage {
     pub entities: Vec<Entity>,
+    /// The page when [`EntityQuery::view_ctx`] was set.
+    pub found: Vec<Found>,
     pub total: Option<u64>,
+}
+
+impl QueryPage {
+    /// Entities on the page, in whichever form.
+    pub fn len(&self) -> usize {
+        self.entities.len() + self.found.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Per type and attribute: how many entities (attribute `None` counts entities of the type).
@@ -116,12 +155,31 @@ pub trait EntityStore: Send + Sync + 'static {
 
     async fn get(&self, tenant: &str, id: &str) -> Result<Option<Entity>, StoreError>;
 
-    /// Run read-modify-write operations in one transaction; each gets its own outcome.
+    /// The entity, or its stored rendering when that was made with the context fingerprint `ctx`.
+    async fn get_found(
+        &self,
+        tenant: &str,
+        id: &str,
+        ctx: u64,
+    ) -> Result<Option<Found>, StoreError>;
+
+    /// Run read-modify-write operations in one transaction; each gets its own outcome. Every entity stored
+    /// gets the view `view` renders (and loses any view it had when `view` is None).
+    async fn modify_many_viewed(
+        &self,
+        tenant: &str,
+        ops: Vec<(String, ModifyFn)>,
+        view: Option<ViewFn>,
+    ) -> Result<Vec<Result<Modified, NgsiError>>, StoreError>;
+
+    /// [`EntityStore::modify_many_viewed`] storing no views.
     async fn modify_many(
         &self,
         tenant: &str,
         ops: Vec<(String, ModifyFn)>,
-    ) -> Result<Vec<Result<Modified, NgsiError>>, StoreError>;
+    ) -> Result<Vec<Result<Modified, NgsiError>>, StoreError> {
+        self.modify_many_viewed(tenant, ops, None).await
+    }
 
     async fn query(&self, tenant: &str, q: &EntityQuery) -> Result<QueryPage, StoreError>;
 
@@ -145,7 +203,20 @@ pub async fn modify(
     id: &str,
     f: ModifyFn,
 ) -> Result<Result<Modified, NgsiError>, StoreError> {
-    let mut out = store.modify_many(tenant, vec![(id.to_string(), f)]).await?;
+    modify_viewed(store, tenant, id, f, None).await
+}
+
+/// [`modify`] storing the view `view` renders.
+pub async fn modify_viewed(
+    store: &dyn EntityStore,
+    tenant: &str,
+    id: &str,
+    f: ModifyFn,
+    view: Option<ViewFn>,
+) -> Result<Result<Modified, NgsiError>, StoreError> {
+    let mut out = store
+        .modify_many_viewed(tenant, vec![(id.to_string(), f)], view)
+        .await?;
     Ok(out
         .pop()
         .unwrap_or_else(|| Err(NgsiError::internal("storage returned no outcome"))))

@@ -12,8 +12,8 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use crate::summary::{delta, geo_boxes, nonzero};
 use crate::{
-    AttrKey, Change, EntityQuery, EntityStore, Modified, ModifyFn, QueryPage, StoreError,
-    TypeSummary,
+    AttrKey, Change, EntityQuery, EntityStore, Found, Modified, ModifyFn, QueryPage, StoreError,
+    TypeSummary, ViewFn,
 };
 
 const SCAN_CHUNK: i64 = 500;
@@ -370,6 +370,13 @@ impl PgStore {
                 }
             }
         }
+        // Queries here parse every candidate for the filter anyway; stored views serve lookups by id.
+        if q.view_ctx.is_some() {
+            page.found = std::mem::take(&mut page.entities)
+                .into_iter()
+                .map(Found::Entity)
+                .collect();
+        }
         Ok(page)
     }
 }
@@ -399,10 +406,34 @@ impl EntityStore for PgStore {
         row.map(|(d,)| decode(&d)).transpose()
     }
 
-    async fn modify_many(
+    async fn get_found(
+        &self,
+        tenant: &str,
+        id: &str,
+        ctx: u64,
+    ) -> Result<Option<Found>, StoreError> {
+        let started = Instant::now();
+        let row: Option<(bool, String)> = sqlx::query_as(
+            "SELECT view_ctx IS NOT DISTINCT FROM $3, CASE WHEN view_ctx = $3 THEN view ELSE doc END FROM entities WHERE tenant = $1 AND id = $2",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(ctx as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        observe("get", started);
+        match row {
+            Some((true, view)) => Ok(Some(Found::Rendered(view.into_bytes()))),
+            Some((false, doc)) => decode(&doc).map(|e| Some(Found::Entity(e))),
+            None => Ok(None),
+        }
+    }
+
+    async fn modify_many_viewed(
         &self,
         tenant: &str,
         ops: Vec<(String, ModifyFn)>,
+        view: Option<ViewFn>,
     ) -> Result<Vec<Result<Modified, NgsiError>>, StoreError> {
         let started = Instant::now();
         let mut tx = self.pool.begin().await?;
@@ -466,6 +497,14 @@ impl EntityStore for PgStore {
         let mut new_ids = Vec::new();
         let mut new_docs = Vec::new();
         let mut new_exp: Vec<Option<String>> = Vec::new();
+        let mut new_view: Vec<Option<String>> = Vec::new();
+        let mut new_vctx: Vec<Option<i64>> = Vec::new();
+        let mut upd_view: Vec<Option<String>> = Vec::new();
+        let mut upd_vctx: Vec<Option<i64>> = Vec::new();
+        let view_of = |e: &Entity| match view.as_ref().and_then(|f| f(e)) {
+            Some(v) => (String::from_utf8(v.json).ok(), Some(v.ctx as i64)),
+            None => (None, None),
+        };
         let mut fresh: Vec<&Entity> = Vec::new();
         let mut upd_seq = Vec::new();
         let mut upd_doc = Vec::new();
@@ -481,6 +520,9 @@ impl EntityStore for PgStore {
                     new_ids.push(id.clone());
                     new_docs.push(encode(e)?);
                     new_exp.push(expires_of(e));
+                    let (v, c) = view_of(e);
+                    new_view.push(v);
+                    new_vctx.push(c);
                     fresh.push(e);
                     delta(None, Some(e), &mut counts);
                 }
@@ -488,6 +530,9 @@ impl EntityStore for PgStore {
                     upd_seq.push(seq);
                     upd_doc.push(encode(e)?);
                     upd_exp.push(expires_of(e));
+                    let (v, c) = view_of(e);
+                    upd_view.push(v);
+                    upd_vctx.push(c);
                     if misto_ngsild::entity::types(o) != misto_ngsild::entity::types(e)
                         || geo_boxes(o) != geo_boxes(e)
                     {
@@ -504,12 +549,14 @@ impl EntityStore for PgStore {
         }
         if !new_ids.is_empty() {
             let rows: Vec<(i64, String)> = sqlx::query_as(
-                "INSERT INTO entities (tenant, id, doc, expires_at) SELECT $1, i, d, x::timestamptz FROM UNNEST($2::text[], $3::text[], $4::text[]) AS u(i, d, x) RETURNING seq, id",
+                "INSERT INTO entities (tenant, id, doc, expires_at, view, view_ctx) SELECT $1, i, d, x::timestamptz, v, c FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::int8[]) AS u(i, d, x, v, c) RETURNING seq, id",
             )
             .bind(tenant)
             .bind(&new_ids)
             .bind(&new_docs)
             .bind(&new_exp)
+            .bind(&new_view)
+            .bind(&new_vctx)
             .fetch_all(&mut *tx)
             .await?;
             let seqs: HashMap<String, i64> = rows.into_iter().map(|(s, i)| (i, s)).collect();
@@ -521,11 +568,13 @@ impl EntityStore for PgStore {
         }
         if !upd_seq.is_empty() {
             sqlx::query(
-                "UPDATE entities e SET doc = u.d, expires_at = u.x::timestamptz FROM UNNEST($1::int8[], $2::text[], $3::text[]) AS u(s, d, x) WHERE e.seq = u.s",
+                "UPDATE entities e SET doc = u.d, expires_at = u.x::timestamptz, view = u.v, view_ctx = u.c FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::int8[]) AS u(s, d, x, v, c) WHERE e.seq = u.s",
             )
             .bind(&upd_seq)
             .bind(&upd_doc)
             .bind(&upd_exp)
+            .bind(&upd_view)
+            .bind(&upd_vctx)
             .execute(&mut *tx)
             .await?;
             for (seq, e) in reindex {

@@ -20,12 +20,14 @@ use tokio::sync::oneshot;
 use crate::doc;
 use crate::summary::{delta, geo_boxes, nonzero};
 use crate::{
-    Change, EntityQuery, EntityStore, Modified, ModifyFn, QueryPage, StoreError, TypeSummary,
+    Change, EntityQuery, EntityStore, Found, Modified, ModifyFn, QueryPage, StoreError,
+    TypeSummary, ViewFn,
 };
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_entities.sql"),
     include_str!("../migrations/sqlite/0002_geo_rtree_by_attribute.sql"),
+    include_str!("../migrations/sqlite/0003_entity_views.sql"),
 ];
 /// Geo instances indexed per entity (gid = seq * GEO_SLOTS + n).
 const GEO_SLOTS: i64 = 64;
@@ -40,6 +42,7 @@ enum WriteMsg {
     Modify {
         tenant: String,
         ops: Vec<(String, ModifyFn)>,
+        view: Option<ViewFn>,
         reply: Reply<ModifyOutcome>,
     },
     Purge {
@@ -242,9 +245,12 @@ fn run_group(conn: &mut Connection, group: Vec<WriteMsg>) {
             }
         };
         let outcome = match m {
-            WriteMsg::Modify { tenant, ops, reply } => {
-                Done::Modify(reply, apply_modify(&sp, &tenant, ops))
-            }
+            WriteMsg::Modify {
+                tenant,
+                ops,
+                view,
+                reply,
+            } => Done::Modify(reply, apply_modify(&sp, &tenant, ops, view.as_ref())),
             WriteMsg::Purge {
                 tenant,
                 query,
@@ -344,6 +350,7 @@ fn apply_modify(
     c: &Connection,
     tenant: &str,
     ops: Vec<(String, ModifyFn)>,
+    view: Option<&ViewFn>,
 ) -> Result<ModifyOutcome, StoreError> {
     let mut out = Vec::with_capacity(ops.len());
     let mut counts: BTreeMap<crate::AttrKey, i64> = BTreeMap::new();
@@ -367,10 +374,11 @@ fn apply_modify(
             }
             (Change::Put(new), None) => {
                 let doc = doc::encode(&new)?;
+                let (vjson, vctx) = encode_view(view, &new)?;
                 c.prepare_cached(
-                    "INSERT INTO entities (tenant, id, doc, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO entities (tenant, id, doc, expires_at, view, view_ctx) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?
-                .execute(params![tenant, id, doc, expires_of(&new)])?;
+                .execute(params![tenant, id, doc, expires_of(&new), vjson, vctx])?;
                 let seq = c.last_insert_rowid();
                 write_types(c, tenant, seq, None, &new)?;
                 write_geo(c, seq, None, &new)?;
@@ -382,8 +390,11 @@ fn apply_modify(
             }
             (Change::Put(new), Some((seq, old))) => {
                 let doc = doc::encode(&new)?;
-                c.prepare_cached("UPDATE entities SET doc = ?1, expires_at = ?2 WHERE seq = ?3")?
-                    .execute(params![doc, expires_of(&new), seq])?;
+                let (vjson, vctx) = encode_view(view, &new)?;
+                c.prepare_cached(
+                    "UPDATE entities SET doc = ?1, expires_at = ?2, view = ?3, view_ctx = ?4 WHERE seq = ?5",
+                )?
+                .execute(params![doc, expires_of(&new), vjson, vctx, seq])?;
                 write_types(c, tenant, seq, Some(&old), &new)?;
                 write_geo(c, seq, Some(&old), &new)?;
                 delta(Some(&old), Some(&new), &mut counts);
@@ -405,6 +416,44 @@ fn apply_modify(
     }
     write_counts(c, tenant, counts)?;
     Ok(out)
+}
+
+/// The compressed view of an entity about to be stored and its context fingerprint (as SQLite's signed
+/// integer), or NULLs.
+fn encode_view(
+    view: Option<&ViewFn>,
+    e: &Entity,
+) -> Result<(Option<Vec<u8>>, Option<i64>), StoreError> {
+    match view.and_then(|f| f(e)) {
+        Some(v) => Ok((Some(doc::compress(&v.json)?), Some(v.ctx as i64))),
+        None => Ok((None, None)),
+    }
+}
+
+/// The entity, or its view when that was rendered with context fingerprint `ctx`.
+fn load_found(
+    c: &Connection,
+    tenant: &str,
+    id: &str,
+    ctx: u64,
+) -> Result<Option<Found>, StoreError> {
+    let mut st = c.prepare_cached(
+        "SELECT view_ctx = ?3, CASE WHEN view_ctx = ?3 THEN view ELSE doc END FROM entities WHERE tenant = ?1 AND id = ?2",
+    )?;
+    let mut rows = st.query(params![tenant, id, ctx as i64])?;
+    match rows.next()? {
+        Some(r) => found_of(r.get::<_, Option<bool>>(0)?.unwrap_or(false), r.get_ref(1)?).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn found_of(is_view: bool, v: rusqlite::types::ValueRef<'_>) -> Result<Found, StoreError> {
+    let json = doc::json_of(v)?;
+    if is_view {
+        Ok(Found::Rendered(json.into_owned()))
+    } else {
+        doc::full(&json).map(Found::Entity)
+    }
 }
 
 fn delete_row(c: &Connection, seq: i64, old: &Entity) -> Result<(), StoreError> {
@@ -626,6 +675,11 @@ fn run_query(c: &Connection, tenant: &str, q: &EntityQuery) -> Result<QueryPage,
     let (driver, from, args) = candidate_sql(tenant, q, geo_attr);
     let ordered = !matches!(driver, Driver::Geo);
     let order = if ordered { " ORDER BY e.seq" } else { "" };
+    // Whether the row's stored view was rendered with the reader's context, and the view.
+    let view_cols = match q.view_ctx {
+        Some(ctx) => format!("e.view_ctx = {}, e.view", ctx as i64),
+        None => String::from("0, NULL"),
+    };
     let mut page = QueryPage::default();
     match &q.filter {
         None => {
@@ -640,7 +694,7 @@ fn run_query(c: &Connection, tenant: &str, q: &EntityQuery) -> Result<QueryPage,
                 // SQLite takes LIMIT -1 for "no limit".
                 let limit = i64::try_from(q.limit).unwrap_or(-1);
                 let sql = format!(
-                    "SELECT e.seq, e.doc {from}{order} LIMIT {limit} OFFSET {}",
+                    "SELECT e.seq, e.doc, {view_cols} {from}{order} LIMIT {limit} OFFSET {}",
                     q.offset
                 );
                 let mut st = c.prepare_cached(&sql)?;
@@ -651,16 +705,16 @@ fn run_query(c: &Connection, tenant: &str, q: &EntityQuery) -> Result<QueryPage,
                     if !ordered && !seen.insert(seq) {
                         continue;
                     }
-                    page.entities.push(decode_col(r, 1)?);
+                    push_row(q, r, None, &mut page)?;
                 }
             }
         }
         Some(filter) => {
             // Ordered drivers page with a keyset on seq; the geo driver with offsets over a stable R*Tree order.
             let sql = if ordered {
-                format!("SELECT e.seq, e.doc {from} AND e.seq > ?{order} LIMIT {SCAN_CHUNK}")
+                format!("SELECT e.seq, e.doc, {view_cols} {from} AND e.seq > ?{order} LIMIT {SCAN_CHUNK}")
             } else {
-                format!("SELECT e.seq, e.doc {from} LIMIT {SCAN_CHUNK} OFFSET ?")
+                format!("SELECT e.seq, e.doc, {view_cols} {from} LIMIT {SCAN_CHUNK} OFFSET ?")
             };
             let mut st = c.prepare_cached(&sql)?;
             let mut cursor: i64 = 0;
@@ -688,11 +742,11 @@ fn run_query(c: &Connection, tenant: &str, q: &EntityQuery) -> Result<QueryPage,
                         continue;
                     }
                     // Only entities on the page are parsed whole.
-                    if matched as usize >= q.offset && page.entities.len() < q.limit {
-                        page.entities.push(doc::full(&json)?);
+                    if matched as usize >= q.offset && page.len() < q.limit {
+                        push_row(q, r, Some(&json), &mut page)?;
                     }
                     matched += 1;
-                    if !q.count && page.entities.len() >= q.limit {
+                    if !q.count && page.len() >= q.limit {
                         break 'scan;
                     }
                 }
@@ -709,6 +763,29 @@ fn run_query(c: &Connection, tenant: &str, q: &EntityQuery) -> Result<QueryPage,
         }
     }
     Ok(page)
+}
+
+/// Add a result row (`seq, doc, view matches, view`) to the page: its view when the query asked for views and
+/// the row has one for the reader's context, else the entity (from `json` when the caller has inflated the
+/// document already).
+fn push_row(
+    q: &EntityQuery,
+    r: &rusqlite::Row<'_>,
+    json: Option<&[u8]>,
+    page: &mut QueryPage,
+) -> Result<(), StoreError> {
+    let entity = |r: &rusqlite::Row<'_>| match json {
+        Some(j) => doc::full(j),
+        None => decode_col(r, 1),
+    };
+    if q.view_ctx.is_none() {
+        page.entities.push(entity(r)?);
+    } else if r.get::<_, Option<bool>>(2)?.unwrap_or(false) {
+        page.found.push(found_of(true, r.get_ref(3)?)?);
+    } else {
+        page.found.push(Found::Entity(entity(r)?));
+    }
+    Ok(())
 }
 
 fn apply_purge(c: &Connection, tenant: &str, q: &EntityQuery) -> Result<Vec<String>, StoreError> {
@@ -793,15 +870,35 @@ impl EntityStore for SqliteStore {
         out
     }
 
-    async fn modify_many(
+    async fn get_found(
+        &self,
+        tenant: &str,
+        id: &str,
+        ctx: u64,
+    ) -> Result<Option<Found>, StoreError> {
+        let started = Instant::now();
+        let c = self.readers.take()?;
+        let out = load_found(&c, tenant, id, ctx);
+        self.readers.give(c);
+        observe("get", started);
+        out
+    }
+
+    async fn modify_many_viewed(
         &self,
         tenant: &str,
         ops: Vec<(String, ModifyFn)>,
+        view: Option<ViewFn>,
     ) -> Result<ModifyOutcome, StoreError> {
         let started = Instant::now();
         let tenant = tenant.to_string();
         let r = self
-            .send(|reply| WriteMsg::Modify { tenant, ops, reply })
+            .send(|reply| WriteMsg::Modify {
+                tenant,
+                ops,
+                view,
+                reply,
+            })
             .await;
         observe("modify", started);
         r

@@ -412,6 +412,93 @@ async fn ten_thousand_in_one_call(s: &dyn EntityStore) {
     assert!(s.ping().await.is_ok());
 }
 
+/// A view that records which entity it was made for.
+fn view_of(ctx: u64) -> misto_store::ViewFn {
+    Arc::new(move |e: &Entity| {
+        Some(misto_store::View {
+            ctx,
+            json: format!("{{\"id\":{}}}", e["id"]).into_bytes(),
+        })
+    })
+}
+
+fn found_id(f: &misto_store::Found) -> (bool, String) {
+    match f {
+        misto_store::Found::Rendered(j) => {
+            let v: Value = serde_json::from_slice(j).unwrap();
+            (true, v["id"].as_str().unwrap().to_string())
+        }
+        misto_store::Found::Entity(e) => (false, e["id"].as_str().unwrap().to_string()),
+    }
+}
+
+async fn views(s: &dyn EntityStore) {
+    let ops = vec![
+        (
+            "urn:v:1".to_string(),
+            put(entity("urn:v:1", "V", json!({}))),
+        ),
+        (
+            "urn:v:2".to_string(),
+            put(entity("urn:v:2", "V", json!({}))),
+        ),
+    ];
+    for r in s
+        .modify_many_viewed("", ops, Some(view_of(7)))
+        .await
+        .unwrap()
+    {
+        r.unwrap();
+    }
+    // The stored rendering answers a read with the same context fingerprint, the entity any other.
+    let got = s.get_found("", "urn:v:1", 7).await.unwrap().unwrap();
+    assert_eq!(found_id(&got), (true, "urn:v:1".to_string()));
+    let got = s.get_found("", "urn:v:1", 8).await.unwrap().unwrap();
+    assert_eq!(found_id(&got), (false, "urn:v:1".to_string()));
+    assert!(s.get_found("", "urn:v:none", 7).await.unwrap().is_none());
+    assert!(s.get_found("other", "urn:v:1", 7).await.unwrap().is_none());
+    // A write without a view drops the stale one.
+    modify(
+        s,
+        "",
+        "urn:v:2",
+        put(entity(
+            "urn:v:2",
+            "V",
+            json!({"a": [{"type": "Property", "value": 1}]}),
+        )),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let got = s.get_found("", "urn:v:2", 7).await.unwrap().unwrap();
+    assert_eq!(found_id(&got), (false, "urn:v:2".to_string()));
+    let q = EntityQuery {
+        types: Some(vec!["V".into()]),
+        limit: 10,
+        view_ctx: Some(7),
+        ..Default::default()
+    };
+    let page = s.query("", &q).await.unwrap();
+    assert!(page.entities.is_empty());
+    let mut got: Vec<_> = page.found.iter().map(found_id).map(|(_, id)| id).collect();
+    got.sort();
+    assert_eq!(got, vec!["urn:v:1", "urn:v:2"]);
+    // Without view_ctx a query answers entities as before.
+    let page = s
+        .query(
+            "",
+            &EntityQuery {
+                view_ctx: None,
+                ..q
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.entities.len(), 2);
+    assert!(page.found.is_empty());
+}
+
 macro_rules! suite {
     ($($name:ident),*) => {
         mod sqlite_ {
@@ -435,6 +522,7 @@ async fn run(name: &str, s: Arc<dyn EntityStore>) {
         "queries" => queries(s.as_ref()).await,
         "expiry" => expiry(s.as_ref()).await,
         "ten_thousand_in_one_call" => ten_thousand_in_one_call(s.as_ref()).await,
+        "views" => views(s.as_ref()).await,
         other => panic!("unknown test {other}"),
     }
 }
@@ -447,5 +535,6 @@ suite!(
     tenants_are_isolated,
     queries,
     expiry,
-    ten_thousand_in_one_call
+    ten_thousand_in_one_call,
+    views
 );

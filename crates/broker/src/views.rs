@@ -1,0 +1,54 @@
+//! Renderings stored at write time (see `misto_store::View`): the normalized representation of an entity,
+//! compacted with the writer's context. A plain read with an equal context — the common case of a client that
+//! writes and reads with one `@context` — is then answered from the stored bytes, without parsing and rendering.
+
+use std::sync::Arc;
+
+use misto_ngsild::render::{render_entity, Format, RenderOptions};
+use misto_ngsild::{Context, Entity, NgsiError, Result};
+use misto_store::{Found, View, ViewFn};
+use serde_json::Value;
+
+use crate::Broker;
+
+/// The view renderer for writes made with `ctx`.
+pub(crate) fn viewer(ctx: &Context) -> Option<ViewFn> {
+    let ctx = ctx.clone();
+    Some(Arc::new(move |e: &Entity| {
+        // What a transient entity shows changes with time alone; it is rendered on each read.
+        if has_expiry(e) {
+            return None;
+        }
+        let v = render_entity(e, &ctx, &RenderOptions::new(Format::Normalized));
+        serde_json::to_vec(&v).ok().map(|json| View {
+            ctx: ctx.fingerprint(),
+            json,
+        })
+    }))
+}
+
+/// Whether the entity or any attribute instance (or sub-attribute) carries `expiresAt`.
+fn has_expiry(e: &Entity) -> bool {
+    fn deep(v: &Value, depth: usize) -> bool {
+        match v {
+            Value::Object(o) => {
+                o.contains_key("expiresAt") || (depth < 4 && o.values().any(|x| deep(x, depth + 1)))
+            }
+            Value::Array(a) => depth < 4 && a.iter().any(|x| deep(x, depth + 1)),
+            _ => false,
+        }
+    }
+    e.contains_key("expiresAt") || e.values().any(|v| deep(v, 0))
+}
+
+impl Broker {
+    /// `GET /entities/{id}` for a plain normalized read: the stored rendering when it was made with `ctx`,
+    /// else the entity.
+    pub async fn get_found(&self, tenant: &str, ctx: &Context, id: &str) -> Result<Found> {
+        crate::entities::check_id(id)?;
+        self.store
+            .get_found(tenant, id, ctx.fingerprint())
+            .await?
+            .ok_or_else(|| NgsiError::not_found(format!("entity {id} does not exist")))
+    }
+}
