@@ -5,6 +5,7 @@
 pub mod catalog;
 pub mod contexts;
 pub mod entities;
+pub mod ordering;
 pub mod query;
 pub mod typeexpr;
 mod views;

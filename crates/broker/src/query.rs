@@ -40,6 +40,9 @@ pub struct EntityQueryParams {
     pub count: bool,
     /// `local=true`: only this broker's own entities (it has no others; it qualifies a purge).
     pub local: bool,
+    /// `orderBy` criteria (§4.23) and the `collation` for strings.
+    pub order_by: Option<Vec<String>>,
+    pub collation: Option<String>,
 }
 
 /// A page of entities and the total if asked.
@@ -213,6 +216,9 @@ impl Broker {
         p: &EntityQueryParams,
     ) -> Result<QueryResult> {
         let limit = self.checked_limit(p)?;
+        if let Some(items) = &p.order_by {
+            return self.query_ordered(tenant, ctx, p, items, limit).await;
+        }
         let c = compile(p, ctx, limit)?;
         let page = self.store.query(tenant, &c.store).await?;
         Ok(QueryResult {
@@ -234,6 +240,41 @@ impl Broker {
         c.store.view_ctx = Some(ctx.fingerprint());
         let page = self.store.query(tenant, &c.store).await?;
         Ok((page.found, page.total))
+    }
+
+    /// An ordered query: every match, sorted, then paged.
+    async fn query_ordered(
+        &self,
+        tenant: &str,
+        ctx: &Context,
+        p: &EntityQueryParams,
+        items: &[String],
+        limit: usize,
+    ) -> Result<QueryResult> {
+        let mut p = p.clone();
+        // Geometry and coordinates without georel are the reference of distance ordering, not a geo-query.
+        let reference = match (&p.geo.georel, &p.geo.geometry, &p.geo.coordinates) {
+            (_, Some(g), Some(c)) => Some((g.clone(), c.clone())),
+            _ => None,
+        };
+        if p.geo.georel.is_none() {
+            p.geo.geometry = None;
+            p.geo.coordinates = None;
+        }
+        let order = crate::ordering::OrderBy::parse(
+            items,
+            p.collation.as_deref(),
+            reference.as_ref().map(|(g, c)| (g.as_str(), c.as_str())),
+            ctx,
+        )?;
+        let mut c = compile(&p, ctx, usize::MAX)?;
+        c.store.offset = 0;
+        c.store.count = false;
+        let mut all = self.store.query(tenant, &c.store).await?.entities;
+        order.sort(&mut all);
+        let total = p.count.then_some(all.len() as u64);
+        let entities = all.into_iter().skip(p.offset).take(limit).collect();
+        Ok(QueryResult { entities, total })
     }
 
     fn checked_limit(&self, p: &EntityQueryParams) -> Result<usize> {

@@ -214,6 +214,8 @@ pub(crate) fn query_params(p: &Params) -> Result<EntityQueryParams, NgsiError> {
         offset,
         count: p.bool("count")?,
         local: p.bool("local")?,
+        order_by: p.non_empty("orderBy")?.map(|o| vec![o.to_string()]),
+        collation: p.non_empty("collation")?.map(str::to_string),
     })
 }
 

@@ -189,7 +189,55 @@ fn query_from_body(body: &Value) -> Result<EntityQueryParams, NgsiError> {
         p.geo_json = Some(g.clone());
     }
     p.geo = GeoParams::default();
+    ordering_from_body(obj, &mut p)?;
     Ok(p)
+}
+
+/// The OrderingParams members of a query body (§5.2.43): `orderBy` (strings), the `geometry` and
+/// `coordinates` that distance ordering measures from, and `collation`.
+fn ordering_from_body(
+    obj: &serde_json::Map<String, Value>,
+    p: &mut EntityQueryParams,
+) -> Result<(), NgsiError> {
+    if let Some(o) = obj.get("orderBy") {
+        let items = match o {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(a) => a
+                .iter()
+                .map(|x| {
+                    x.as_str().map(str::to_string).ok_or_else(|| {
+                        NgsiError::bad_data("query: orderBy must be an array of strings")
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            _ => {
+                return Err(NgsiError::bad_data(
+                    "query: orderBy must be an array of strings",
+                ))
+            }
+        };
+        p.order_by = Some(items);
+    }
+    match obj.get("geometry") {
+        None => {}
+        Some(Value::String(g)) if p.order_by.is_some() => p.geo.geometry = Some(g.clone()),
+        Some(Value::String(_)) => {}
+        Some(_) => return Err(NgsiError::bad_data("query: geometry must be a string")),
+    }
+    match obj.get("coordinates") {
+        None => {}
+        Some(c @ Value::Array(_)) if p.order_by.is_some() => {
+            p.geo.coordinates = Some(c.to_string())
+        }
+        Some(Value::Array(_)) => {}
+        Some(_) => {
+            return Err(NgsiError::bad_data(
+                "query: coordinates must be a JSON array",
+            ))
+        }
+    }
+    p.collation = str_member(&Value::Object(obj.clone()), "collation")?;
+    Ok(())
 }
 
 pub async fn query(

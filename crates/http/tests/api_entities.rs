@@ -908,3 +908,87 @@ async fn stored_renderings_match_fresh_ones() {
         .await;
     assert_eq!(got["pm25"]["value"], 1.0);
 }
+
+/// `orderBy` (V1.9 §4.23): by attribute value, by system member, descending, by distance, with a collation;
+/// and pages are cut from the ordered whole.
+#[tokio::test]
+async fn query_results_in_the_order_asked() {
+    let s = TestServer::start().await;
+    for (n, lon, pm25) in [(1, 30.60, 30.0), (2, 30.50, 10.0), (3, 30.55, 20.0)] {
+        s.create(&station(n, lon, 50.45, pm25), Some(ENV_CONTEXT))
+            .await;
+    }
+    let ids = |v: Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                e["id"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit(':')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    let q = |o: &str| format!("/entities?type=AirQualityObserved&orderBy={o}");
+    assert_eq!(
+        ids(s.get_json(&q("pm25"), Some(ENV_CONTEXT)).await),
+        ["t2", "t3", "t1"]
+    );
+    assert_eq!(
+        ids(s.get_json(&q("pm25;desc"), Some(ENV_CONTEXT)).await),
+        ["t1", "t3", "t2"]
+    );
+    assert_eq!(
+        ids(s.get_json(&q("id;desc"), Some(ENV_CONTEXT)).await),
+        ["t3", "t2", "t1"]
+    );
+    assert_eq!(
+        ids(s.get_json(&q("createdAt"), Some(ENV_CONTEXT)).await),
+        ["t1", "t2", "t3"]
+    );
+    // Distance from a reference point (geometry + coordinates without georel).
+    let near = format!(
+        "{}&geometry=Point&coordinates=[30.61,50.45]",
+        q("location;dist-asc")
+    );
+    assert_eq!(
+        ids(s.get_json(&near, Some(ENV_CONTEXT)).await),
+        ["t1", "t3", "t2"]
+    );
+    // A page of the ordered whole, with the total.
+    let r = s
+        .get(
+            &format!("{}&limit=1&offset=1&count=true", q("pm25")),
+            Some(ENV_CONTEXT),
+        )
+        .await;
+    assert_eq!(r.headers()["NGSILD-Results-Count"], "3");
+    assert_eq!(ids(r.json().await.unwrap()), ["t3"]);
+    // The same by POST /entityOperations/query.
+    let r = s
+        .send(
+            Method::POST,
+            "/entityOperations/query",
+            &json!({"type": "Query", "entities": [{"type": "AirQualityObserved"}], "orderBy": ["pm25;desc"]}),
+            Some(ENV_CONTEXT),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(ids(r.json().await.unwrap()), ["t1", "t3", "t2"]);
+    // Bad criteria are BadRequestData.
+    for bad in [
+        q("pm25;sideways"),
+        q("location;dist-asc"),
+        format!("{}&collation=not%20a%20tag", q("id")),
+    ] {
+        let p = problem(s.get(&bad, Some(ENV_CONTEXT)).await, 400).await;
+        assert!(
+            p["type"].as_str().unwrap().ends_with("BadRequestData"),
+            "{bad}"
+        );
+    }
+}
