@@ -61,10 +61,10 @@ pub struct CompiledQuery {
 
 impl EntityQueryParams {
     /// Does the query select anything at all (the spec requires at least one selector)?
+    /// Whether the query names what kind of entities it wants (§5.7.2: type, attrs, q or geoQ; id and
+    /// idPattern only narrow such a selection).
     pub fn has_selector(&self) -> bool {
-        self.ids.is_some()
-            || self.id_pattern.is_some()
-            || self.types.is_some()
+        self.types.is_some()
             || self.attrs.is_some()
             || self.q.is_some()
             || self.geo.georel.is_some()
@@ -103,6 +103,11 @@ pub fn compile(p: &EntityQueryParams, ctx: &Context, limit: usize) -> Result<Com
         store.ids = Some(ids.clone());
     }
     if let Some(pat) = &p.id_pattern {
+        if let Some(at) = stacked_quantifier(pat) {
+            return Err(NgsiError::bad_data(format!(
+                "idPattern is not a valid regular expression: a repetition operator at {at} repeats nothing"
+            )));
+        }
         let re = regex::RegexBuilder::new(pat)
             .size_limit(1 << 20)
             .build()
@@ -205,6 +210,36 @@ pub fn compile(p: &EntityQueryParams, ctx: &Context, limit: usize) -> Result<Com
         store.filter = Some(Arc::new(move |e: &Entity| checks.iter().all(|c| c(e))));
     }
     Ok(CompiledQuery { store, attrs })
+}
+
+/// Where a pattern has a repetition operator directly after another (`a**`, `a+*`): POSIX and
+/// ECMAScript regular expressions refuse it, although the `regex` crate reads it as a nested repetition.
+/// A `?` after a repetition makes it lazy and is allowed.
+fn stacked_quantifier(pat: &str) -> Option<usize> {
+    let mut after_quantifier = false;
+    let mut in_class = false;
+    let mut chars = pat.char_indices();
+    while let Some((i, c)) = chars.next() {
+        if c == '\\' {
+            chars.next();
+            after_quantifier = false;
+            continue;
+        }
+        if in_class {
+            in_class = c != ']';
+            continue;
+        }
+        match c {
+            '[' => {
+                in_class = true;
+                after_quantifier = false;
+            }
+            '*' | '+' if after_quantifier => return Some(i),
+            '*' | '+' | '?' | '}' => after_quantifier = true,
+            _ => after_quantifier = false,
+        }
+    }
+    None
 }
 
 impl Broker {

@@ -74,6 +74,12 @@ pub(crate) fn render_options(p: &Params, ctx: &Context) -> Result<RenderOptions,
     };
     if let Some(attrs) = p.list("attrs")? {
         names_valid("attrs", &attrs)?;
+        // `attrs` names attributes; `id` and `type` are core members (pick/omit may name them).
+        if let Some(core) = attrs.iter().find(|a| *a == "id" || *a == "type") {
+            return Err(NgsiError::bad_data(format!(
+                "attrs: '{core}' is not an attribute (use pick to project core members)"
+            )));
+        }
         let set = attrs.iter().map(|a| ctx.expand(a)).collect();
         o.attrs = Some(set);
     }
@@ -261,7 +267,7 @@ pub async fn query(State(s): St, headers: HeaderMap, RawQuery(q): RawQuery) -> A
     let opts = render_options(&p, &ctx)?;
     if !params.has_selector() && p.get("local").is_none() {
         return Err(NgsiError::bad_data(
-            "a query needs at least one of type, id, idPattern, attrs, q or geoQ",
+            "a query needs at least one of type, attrs, q, geoQ or local (id and idPattern only narrow one)",
         )
         .into());
     }

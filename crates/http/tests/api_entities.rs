@@ -419,11 +419,19 @@ async fn queries_by_type_q_geo_and_pages() {
 
     let by_id = s
         .get_json(
-            &q("id=urn:ngsi-ld:AirQualityObserved:t101,urn:ngsi-ld:Other:1"),
+            &q("id=urn:ngsi-ld:AirQualityObserved:t101,urn:ngsi-ld:Other:1&type=AirQualityObserved,Other"),
             Some(ENV_CONTEXT),
         )
         .await;
     assert_eq!(by_id.as_array().unwrap().len(), 2);
+    // Ids alone do not say what kind of entities is wanted (§5.7.2).
+    let r = s
+        .get(
+            &q("id=urn:ngsi-ld:AirQualityObserved:t101"),
+            Some(ENV_CONTEXT),
+        )
+        .await;
+    problem(r, 400).await;
     let by_pattern = s
         .get_json(
             &q("idPattern=.*:t11[0-9]$&type=AirQualityObserved"),

@@ -424,6 +424,13 @@ fn corpus() -> Vec<Case> {
         query("type=T&q=%zz"),
         query("type=T&pick=id&omit=type"),
         query("type="),
+        query("type=T&idPattern=invalid_entity_id_pattern**"),
+        query("attrs=id,type"),
+        query("id=urn:ngsi-ld:T:1,urn:ngsi-ld:T:2"),
+        query("idPattern=.*"),
+        query("type=T&orderBy=name;sideways"),
+        query("type=T&orderBy=location;dist-asc"),
+        query("type=T&orderBy=id&collation=not%20a%20tag"),
         get("/entities?type=T&limit=100000", 403, "TooManyResults"),
         // Batches.
         case(
