@@ -16,7 +16,7 @@ use misto_store::EntityStore;
 
 pub use contexts::ContextStore;
 pub use entities::{BatchOutcome, EntityChange};
-pub use query::{EntityQueryParams, GeoParams, QueryResult};
+pub use query::{EntityQueryParams, FoundPage, GeoParams, QueryResult};
 
 /// Tunables of the broker.
 #[derive(Debug, Clone)]

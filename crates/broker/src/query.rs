@@ -50,6 +50,26 @@ pub struct EntityQueryParams {
 pub struct QueryResult {
     pub entities: Vec<Entity>,
     pub total: Option<u64>,
+    /// More matches follow this page (§4.12: the client is told there are remaining elements).
+    pub more: bool,
+}
+
+/// How many matches to fetch for a page of `limit`: one more shows whether more follow (none for a count-only
+/// query).
+fn probe(limit: usize) -> usize {
+    if limit == 0 {
+        0
+    } else {
+        limit.saturating_add(1)
+    }
+}
+
+/// A page for a plain normalized answer (see [`Broker::query_found`]).
+#[derive(Debug, Default)]
+pub struct FoundPage {
+    pub found: Vec<misto_store::Found>,
+    pub total: Option<u64>,
+    pub more: bool,
 }
 
 /// Compiled query: storage criteria and the exact filter.
@@ -254,11 +274,15 @@ impl Broker {
         if let Some(items) = &p.order_by {
             return self.query_ordered(tenant, ctx, p, items, limit).await;
         }
-        let c = compile(p, ctx, limit)?;
-        let page = self.store.query(tenant, &c.store).await?;
+        // One more than the page shows whether more follow.
+        let c = compile(p, ctx, probe(limit))?;
+        let mut page = self.store.query(tenant, &c.store).await?;
+        let more = page.entities.len() > limit;
+        page.entities.truncate(limit);
         Ok(QueryResult {
             entities: page.entities,
             total: page.total,
+            more,
         })
     }
 
@@ -269,12 +293,18 @@ impl Broker {
         tenant: &str,
         ctx: &Context,
         p: &EntityQueryParams,
-    ) -> Result<(Vec<misto_store::Found>, Option<u64>)> {
+    ) -> Result<FoundPage> {
         let limit = self.checked_limit(p)?;
-        let mut c = compile(p, ctx, limit)?;
+        let mut c = compile(p, ctx, probe(limit))?;
         c.store.view_ctx = Some(ctx.fingerprint());
-        let page = self.store.query(tenant, &c.store).await?;
-        Ok((page.found, page.total))
+        let mut page = self.store.query(tenant, &c.store).await?;
+        let more = page.found.len() > limit;
+        page.found.truncate(limit);
+        Ok(FoundPage {
+            found: page.found,
+            total: page.total,
+            more,
+        })
     }
 
     /// An ordered query: every match, sorted, then paged.
@@ -308,8 +338,13 @@ impl Broker {
         let mut all = self.store.query(tenant, &c.store).await?.entities;
         order.sort(&mut all);
         let total = p.count.then_some(all.len() as u64);
+        let more = limit > 0 && all.len() > p.offset.saturating_add(limit);
         let entities = all.into_iter().skip(p.offset).take(limit).collect();
-        Ok(QueryResult { entities, total })
+        Ok(QueryResult {
+            entities,
+            total,
+            more,
+        })
     }
 
     fn checked_limit(&self, p: &EntityQueryParams) -> Result<usize> {

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use misto_broker::{EntityQueryParams, GeoParams};
 use misto_ngsild::render::{render_entity, render_feature, RenderOptions};
 
-use crate::rendered;
+use crate::{paging, rendered};
 use misto_ngsild::update::UpdateResult;
 use misto_ngsild::{Context, NgsiError};
 use serde_json::{json, Value};
@@ -272,18 +272,28 @@ pub async fn query(State(s): St, headers: HeaderMap, RawQuery(q): RawQuery) -> A
         .into());
     }
     let tenant = request::read_tenant(&s, &headers)?;
-    if rendered::plain(&p, rendered::SELECTING, &opts, accept, &headers) {
-        let (found, total) = s.broker.query_found(&tenant, &ctx, &params).await?;
-        return Ok(rendered::entities(
-            &found,
-            total,
+    let mut page = paging::Page {
+        offset: params.offset,
+        limit: params.limit.unwrap_or(s.broker.config.default_limit),
+        more: false,
+    };
+    let mut r = if rendered::plain(&p, rendered::SELECTING, &opts, accept, &headers) {
+        let found = s.broker.query_found(&tenant, &ctx, &params).await?;
+        page.more = found.more;
+        rendered::entities(
+            &found.found,
+            found.total,
             &ctx,
             accept,
             request::link_for(&s, &ctx),
-        )?);
-    }
-    let result = s.broker.query_entities(&tenant, &ctx, &params).await?;
-    query_response(&s, result, &ctx, &p, &opts, accept)
+        )?
+    } else {
+        let result = s.broker.query_entities(&tenant, &ctx, &params).await?;
+        page.more = result.more;
+        query_response(&s, result, &ctx, &p, &opts, accept)?
+    };
+    paging::add_links(&mut r, "/ngsi-ld/v1/entities", &p, &page);
+    Ok(r)
 }
 
 pub async fn purge(State(s): St, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {

@@ -6,6 +6,7 @@ mod entities;
 mod health;
 mod negotiate;
 mod ops;
+mod paging;
 mod params;
 mod problem;
 mod rendered;

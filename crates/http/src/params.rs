@@ -31,6 +31,15 @@ impl Params {
         Ok(Params(m))
     }
 
+    /// Every (name, value), sorted by name (values of one name in their order).
+    pub fn pairs(&self) -> Vec<(&str, &str)> {
+        let mut keys: Vec<&String> = self.0.keys().collect();
+        keys.sort();
+        keys.into_iter()
+            .flat_map(|k| self.0[k].iter().map(move |v| (k.as_str(), v.as_str())))
+            .collect()
+    }
+
     /// The names of the parameters given.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.0.keys().map(String::as_str)

@@ -1000,3 +1000,47 @@ async fn query_results_in_the_order_asked() {
         );
     }
 }
+
+/// Pages carry `Link` headers to the previous and next page where those exist (§4.12).
+#[tokio::test]
+async fn query_pages_link_to_their_neighbours() {
+    let s = TestServer::start().await;
+    for n in 1..=3 {
+        s.create(&station(n, 30.5, 50.4, 1.0), Some(ENV_CONTEXT))
+            .await;
+    }
+    let links = |r: &reqwest::Response| -> Vec<String> {
+        r.headers()
+            .get_all("link")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .filter(|l| !l.contains("json-ld#context"))
+            .collect()
+    };
+    let page = |offset: u32| format!("/entities?type=AirQualityObserved&limit=1&offset={offset}");
+    let next = |o: u32| {
+        format!("</ngsi-ld/v1/entities?limit=1&offset={o}&type=AirQualityObserved>; rel=\"next\";type=\"application/json\"")
+    };
+    let prev = |o: u32| {
+        format!("</ngsi-ld/v1/entities?limit=1&offset={o}&type=AirQualityObserved>; rel=\"prev\";type=\"application/json\"")
+    };
+    let r = s.get(&page(0), Some(ENV_CONTEXT)).await;
+    assert_eq!(links(&r), [next(1)]);
+    let r = s.get(&page(1), Some(ENV_CONTEXT)).await;
+    assert_eq!(links(&r), [prev(0), next(2)]);
+    let r = s.get(&page(2), Some(ENV_CONTEXT)).await;
+    assert_eq!(links(&r), [prev(1)]);
+    // The same through the ordinary renderer (sysAttrs), and none for a count-only query.
+    let r = s
+        .get(&format!("{}&options=sysAttrs", page(2)), Some(ENV_CONTEXT))
+        .await;
+    assert_eq!(links(&r).len(), 1);
+    let r = s
+        .get(
+            "/entities?type=AirQualityObserved&limit=0&count=true",
+            Some(ENV_CONTEXT),
+        )
+        .await;
+    assert!(links(&r).is_empty());
+    assert_eq!(r.headers()["NGSILD-Results-Count"], "3");
+}
