@@ -29,6 +29,8 @@ struct Criterion {
     head: String,
     /// `attribute.member`: the expanded sub-attribute name or an instance member.
     member: Option<String>,
+    /// `attribute[a.b]`: the path into the attribute's compound value.
+    subitems: Vec<String>,
     dir: Direction,
 }
 
@@ -91,6 +93,24 @@ impl OrderBy {
                     },
                 ),
             };
+            // `attribute[member]` orders by a member of a compound value (`[a.b]` or `[a][b]` go deeper).
+            let (path, subitems) = match path.split_once('[') {
+                None => (path, Vec::new()),
+                Some((p, rest)) => {
+                    let inner = rest
+                        .strip_suffix(']')
+                        .ok_or_else(|| bad(format!("orderBy path '{item}' has an unclosed [")))?;
+                    let items: Vec<String> = inner
+                        .split(['.', '[', ']'])
+                        .filter(|x| !x.is_empty())
+                        .map(str::to_string)
+                        .collect();
+                    if items.is_empty() {
+                        return Err(bad(format!("orderBy path '{item}' has an empty []")));
+                    }
+                    (p, items)
+                }
+            };
             let mut segs = path.split('.');
             let head = segs.next().unwrap_or_default();
             let member = segs.next();
@@ -114,7 +134,12 @@ impl OrderBy {
                     ctx.expand(m)
                 }
             });
-            criteria.push(Criterion { head, member, dir });
+            criteria.push(Criterion {
+                head,
+                member,
+                subitems,
+                dir,
+            });
         }
         if criteria.is_empty() {
             return Err(bad("orderBy names no criterion"));
@@ -217,7 +242,9 @@ impl OrderBy {
                 .and_then(|v| geoq::geometry_from_geojson(v).ok())
                 .map(|g| Key::Number(geoq::distance_m(r, &g)))
                 .unwrap_or(Key::Missing),
-            _ => Key::of(value),
+            _ => {
+                Key::of(value.and_then(|v| c.subitems.iter().try_fold(v, |v, k| v.get(k.as_str()))))
+            }
         }
     }
 }

@@ -43,6 +43,10 @@ pub struct EntityQueryParams {
     /// `orderBy` criteria (§4.23) and the `collation` for strings.
     pub order_by: Option<Vec<String>>,
     pub collation: Option<String>,
+    /// The reference of distance ordering: `orderFrom` coordinates (JSON text) and their geometry type
+    /// (Point when not given).
+    pub order_from: Option<String>,
+    pub order_geometry: Option<String>,
 }
 
 /// A page of entities and the total if asked.
@@ -316,23 +320,12 @@ impl Broker {
         items: &[String],
         limit: usize,
     ) -> Result<QueryResult> {
-        let mut p = p.clone();
-        // Geometry and coordinates without georel are the reference of distance ordering, not a geo-query.
-        let reference = match (&p.geo.georel, &p.geo.geometry, &p.geo.coordinates) {
-            (_, Some(g), Some(c)) => Some((g.clone(), c.clone())),
-            _ => None,
-        };
-        if p.geo.georel.is_none() {
-            p.geo.geometry = None;
-            p.geo.coordinates = None;
-        }
-        let order = crate::ordering::OrderBy::parse(
-            items,
-            p.collation.as_deref(),
-            reference.as_ref().map(|(g, c)| (g.as_str(), c.as_str())),
-            ctx,
-        )?;
-        let mut c = compile(&p, ctx, usize::MAX)?;
+        let reference = p
+            .order_from
+            .as_deref()
+            .map(|c| (p.order_geometry.as_deref().unwrap_or("Point"), c));
+        let order = crate::ordering::OrderBy::parse(items, p.collation.as_deref(), reference, ctx)?;
+        let mut c = compile(p, ctx, usize::MAX)?;
         c.store.offset = 0;
         c.store.count = false;
         let mut all = self.store.query(tenant, &c.store).await?.entities;

@@ -222,6 +222,8 @@ pub(crate) fn query_params(p: &Params) -> Result<EntityQueryParams, NgsiError> {
         local: p.bool("local")?,
         order_by: p.non_empty("orderBy")?.map(|o| vec![o.to_string()]),
         collation: p.non_empty("collation")?.map(str::to_string),
+        order_from: p.non_empty("orderFrom")?.map(str::to_string),
+        order_geometry: None,
     })
 }
 

@@ -145,34 +145,54 @@ fn query_from_body(body: &Value) -> Result<EntityQueryParams, NgsiError> {
         _ => return Err(NgsiError::bad_data("the query's type must be \"Query\"")),
     }
     let mut p = EntityQueryParams::default();
+    if obj.contains_key("temporalQ") {
+        return Err(NgsiError::bad_data(
+            "query: temporalQ belongs to the temporal API, not to entity queries",
+        ));
+    }
     if let Some(ents) = obj.get("entities") {
         let list = ents
             .as_array()
-            .ok_or_else(|| NgsiError::bad_data("query: entities must be an array"))?;
+            .filter(|l| !l.is_empty())
+            .ok_or_else(|| NgsiError::bad_data("query: entities must be a non-empty array"))?;
         let mut types = Vec::new();
         let mut ids = Vec::new();
         for sel in list {
-            if let Some(t) = str_member(sel, "type")? {
-                types.push(t);
-            }
-            if let Some(id) = str_member(sel, "id")? {
-                ids.push(id);
-            }
-            if let Some(pat) = str_member(sel, "idPattern")? {
-                p.id_pattern = Some(pat);
+            let t = str_member(sel, "type")?
+                .ok_or_else(|| NgsiError::bad_data("query: every entity selector needs a type"))?;
+            types.push(t);
+            // id (a URI or an array of URIs) takes precedence over idPattern (§5.2.33).
+            match sel.get("id") {
+                None => {
+                    if let Some(pat) = str_member(sel, "idPattern")? {
+                        p.id_pattern = Some(pat);
+                    }
+                }
+                Some(Value::String(id)) => ids.push(id.clone()),
+                Some(Value::Array(a)) => {
+                    for id in a {
+                        let id = id.as_str().ok_or_else(|| {
+                            NgsiError::bad_data("query: id must be a URI or an array of URIs")
+                        })?;
+                        ids.push(id.to_string());
+                    }
+                }
+                Some(_) => {
+                    return Err(NgsiError::bad_data(
+                        "query: id must be a URI or an array of URIs",
+                    ))
+                }
             }
         }
-        if !types.is_empty() {
-            p.types = Some(types.join(","));
-        }
+        p.types = Some(types.join(","));
         if !ids.is_empty() {
             p.ids = Some(ids);
         }
     }
     if let Some(a) = obj.get("attrs") {
-        let list = a
-            .as_array()
-            .ok_or_else(|| NgsiError::bad_data("query: attrs must be an array of names"))?;
+        let list = a.as_array().filter(|l| !l.is_empty()).ok_or_else(|| {
+            NgsiError::bad_data("query: attrs must be a non-empty array of names")
+        })?;
         p.attrs = Some(
             list.iter()
                 .map(|x| {
@@ -193,50 +213,52 @@ fn query_from_body(body: &Value) -> Result<EntityQueryParams, NgsiError> {
     Ok(p)
 }
 
-/// The OrderingParams members of a query body (§5.2.43): `orderBy` (strings), the `geometry` and
-/// `coordinates` that distance ordering measures from, and `collation`.
+/// The OrderingParams of a query body (§5.2.43), in its `ordering` member: `orderBy` (strings), the
+/// `geometry` and `coordinates` that distance ordering measures from, and `collation`.
 fn ordering_from_body(
     obj: &serde_json::Map<String, Value>,
     p: &mut EntityQueryParams,
 ) -> Result<(), NgsiError> {
-    if let Some(o) = obj.get("orderBy") {
-        let items = match o {
-            Value::String(s) => vec![s.clone()],
-            Value::Array(a) => a
-                .iter()
+    let Some(o) = obj.get("ordering") else {
+        return Ok(());
+    };
+    let o = o
+        .as_object()
+        .ok_or_else(|| NgsiError::bad_data("query: ordering must be a JSON object"))?;
+    let items = match o.get("orderBy") {
+        None => None,
+        Some(Value::String(s)) => Some(vec![s.clone()]),
+        Some(Value::Array(a)) => Some(
+            a.iter()
                 .map(|x| {
                     x.as_str().map(str::to_string).ok_or_else(|| {
                         NgsiError::bad_data("query: orderBy must be an array of strings")
                     })
                 })
                 .collect::<Result<_, _>>()?,
-            _ => {
-                return Err(NgsiError::bad_data(
-                    "query: orderBy must be an array of strings",
-                ))
-            }
-        };
-        p.order_by = Some(items);
-    }
-    match obj.get("geometry") {
+        ),
+        Some(_) => {
+            return Err(NgsiError::bad_data(
+                "query: orderBy must be an array of strings",
+            ))
+        }
+    };
+    match o.get("geometry") {
         None => {}
-        Some(Value::String(g)) if p.order_by.is_some() => p.geo.geometry = Some(g.clone()),
-        Some(Value::String(_)) => {}
+        Some(Value::String(g)) => p.order_geometry = Some(g.clone()),
         Some(_) => return Err(NgsiError::bad_data("query: geometry must be a string")),
     }
-    match obj.get("coordinates") {
+    match o.get("coordinates") {
         None => {}
-        Some(c @ Value::Array(_)) if p.order_by.is_some() => {
-            p.geo.coordinates = Some(c.to_string())
-        }
-        Some(Value::Array(_)) => {}
+        Some(c @ Value::Array(_)) => p.order_from = Some(c.to_string()),
         Some(_) => {
             return Err(NgsiError::bad_data(
                 "query: coordinates must be a JSON array",
             ))
         }
     }
-    p.collation = str_member(&Value::Object(obj.clone()), "collation")?;
+    p.collation = str_member(&Value::Object(o.clone()), "collation")?;
+    p.order_by = items;
     Ok(())
 }
 

@@ -958,11 +958,8 @@ async fn query_results_in_the_order_asked() {
         ids(s.get_json(&q("createdAt"), Some(ENV_CONTEXT)).await),
         ["t1", "t2", "t3"]
     );
-    // Distance from a reference point (geometry + coordinates without georel).
-    let near = format!(
-        "{}&geometry=Point&coordinates=[30.61,50.45]",
-        q("location;dist-asc")
-    );
+    // Distance from a reference point (orderFrom).
+    let near = format!("{}&orderFrom=[30.61,50.45]", q("location;dist-asc"));
     assert_eq!(
         ids(s.get_json(&near, Some(ENV_CONTEXT)).await),
         ["t1", "t3", "t2"]
@@ -981,12 +978,13 @@ async fn query_results_in_the_order_asked() {
         .send(
             Method::POST,
             "/entityOperations/query",
-            &json!({"type": "Query", "entities": [{"type": "AirQualityObserved"}], "orderBy": ["pm25;desc"]}),
+            &json!({"type": "Query", "entities": [{"type": "AirQualityObserved"}],
+                    "ordering": {"orderBy": ["location;dist-desc"], "coordinates": [30.61, 50.45], "geometry": "Point"}}),
             Some(ENV_CONTEXT),
         )
         .await;
     assert_eq!(r.status(), 200);
-    assert_eq!(ids(r.json().await.unwrap()), ["t1", "t3", "t2"]);
+    assert_eq!(ids(r.json().await.unwrap()), ["t2", "t3", "t1"]);
     // Bad criteria are BadRequestData.
     for bad in [
         q("pm25;sideways"),

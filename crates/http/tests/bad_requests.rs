@@ -60,6 +60,18 @@ fn get(path: &str, status: u16, kind: &'static str) -> Case {
     case(Method::GET, path, None, None, status, kind)
 }
 
+/// A POST /entityOperations/query body that must be refused as BadRequestData.
+fn query_body(body: &'static str) -> Case {
+    case(
+        Method::POST,
+        "/entityOperations/query",
+        JSON,
+        Some(body),
+        400,
+        "BadRequestData",
+    )
+}
+
 fn delete(path: &str, status: u16, kind: &'static str) -> Case {
     case(Method::DELETE, path, None, None, status, kind)
 }
@@ -473,6 +485,28 @@ fn corpus() -> Vec<Case> {
             400,
             "BadRequestData",
         ),
+        query_body(r#"{"type": "Query", "entities": []}"#),
+        query_body(r#"{"type": "Query", "entities": [{"type": "T"}], "attrs": []}"#),
+        query_body(r#"{"type": "Query", "entities": [{"id": "urn:ngsi-ld:T:1"}]}"#),
+        query_body(
+            r#"{"type": "Query", "entities": [{"type": "T", "id": ["urn:ngsi-ld:T:1", 5]}]}"#,
+        ),
+        query_body(
+            r#"{"type": "Query", "entities": [{"type": "T"}], "temporalQ": {"timerel": "after", "timeAt": "2020-01-01T00:00:00Z"}}"#,
+        ),
+        query_body(
+            r#"{"type": "Query", "entities": [{"type": "T"}], "ordering": {"orderBy": ["location;dist-asc"]}}"#,
+        ),
+        query_body(
+            r#"{"type": "Query", "entities": [{"type": "T"}], "ordering": {"orderBy": ["location;dist-asc"], "coordinates": "8,40"}}"#,
+        ),
+        query_body(
+            r#"{"type": "Query", "entities": [{"type": "T"}], "ordering": {"orderBy": ["id;asc"], "geometry": 5}}"#,
+        ),
+        query_body(
+            r#"{"type": "Query", "entities": [{"type": "T"}], "ordering": {"orderBy": ["id;asc"], "collation": "not a bcp47 tag!!"}}"#,
+        ),
+        query_body(r#"{"type": "Query", "entities": [{"type": "T"}], "ordering": "id"}"#),
         case(
             Method::POST,
             "/entityOperations/query",
