@@ -58,6 +58,13 @@ pub struct QueryResult {
     pub more: bool,
 }
 
+/// A context source filter (`csf`) has the grammar of `q`.
+pub fn check_csf(csf: &str) -> Result<()> {
+    misto_query::q::parse(csf)
+        .map(|_| ())
+        .map_err(|e| NgsiError::bad_data(format!("csf is not a valid filter: {e}")))
+}
+
 /// How many matches to fetch for a page of `limit`: one more shows whether more follow (none for a count-only
 /// query).
 fn probe(limit: usize) -> usize {
@@ -87,10 +94,29 @@ impl EntityQueryParams {
     /// Does the query select anything at all (the spec requires at least one selector)?
     /// Whether the query names what kind of entities it wants (§5.7.2: type, attrs, q or geoQ; id and
     /// idPattern only narrow such a selection).
+    /// `attrs` naming only system members and a `q` over system members only are too wide (§5.7.2.4).
     pub fn has_selector(&self) -> bool {
+        const SYSTEM: &[&str] = &[
+            "createdAt",
+            "modifiedAt",
+            "deletedAt",
+            "id",
+            "type",
+            "scope",
+        ];
+        let attrs_select = self
+            .attrs
+            .as_ref()
+            .is_some_and(|a| a.iter().any(|n| !SYSTEM.contains(&n.as_str())));
+        let q_selects = self.q.as_deref().is_some_and(|q| {
+            misto_query::q::parse(q)
+                .map(|e| !e.attribute_names().is_empty())
+                // A q that does not parse is reported as such by the query itself.
+                .unwrap_or(true)
+        });
         self.types.is_some()
-            || self.attrs.is_some()
-            || self.q.is_some()
+            || attrs_select
+            || q_selects
             || self.geo.georel.is_some()
             || self.geo_json.is_some()
     }

@@ -12,15 +12,21 @@ pub enum TypeExpr {
 impl TypeExpr {
     /// Parse; `,` and `|` are OR, `;` is AND (binds tighter), parentheses group.
     pub fn parse(s: &str) -> Result<TypeExpr, NgsiError> {
+        Self::parse_as(s, "type")
+    }
+
+    /// Parse with atoms checked as `what` ("type": names; "scopeQ": scope patterns).
+    fn parse_as(s: &str, what: &'static str) -> Result<TypeExpr, NgsiError> {
         let mut p = P {
             s: s.as_bytes(),
             i: 0,
             depth: 0,
+            what,
         };
         let e = p.or()?;
         if p.i != p.s.len() {
             return Err(NgsiError::bad_data(format!(
-                "type: unexpected '{}' at position {}",
+                "{what}: unexpected '{}' at position {}",
                 s[p.i..].chars().next().unwrap_or(' '),
                 p.i
             )));
@@ -53,10 +59,15 @@ impl TypeExpr {
     }
 
     pub fn matches(&self, types: &[&str]) -> bool {
+        self.eval(&|t| types.contains(&t))
+    }
+
+    /// Evaluate with `atom` deciding each atom.
+    fn eval(&self, atom: &dyn Fn(&str) -> bool) -> bool {
         match self {
-            TypeExpr::Type(t) => types.contains(&t.as_str()),
-            TypeExpr::And(v) => v.iter().all(|e| e.matches(types)),
-            TypeExpr::Or(v) => v.iter().any(|e| e.matches(types)),
+            TypeExpr::Type(t) => atom(t),
+            TypeExpr::And(v) => v.iter().all(|e| e.eval(atom)),
+            TypeExpr::Or(v) => v.iter().any(|e| e.eval(atom)),
         }
     }
 }
@@ -65,6 +76,7 @@ struct P<'a> {
     s: &'a [u8],
     i: usize,
     depth: usize,
+    what: &'static str,
 }
 
 impl P<'_> {
@@ -96,14 +108,17 @@ impl P<'_> {
         if self.i < self.s.len() && self.s[self.i] == b'(' {
             self.depth += 1;
             if self.depth > 32 {
-                return Err(NgsiError::bad_data("type: too deeply nested"));
+                return Err(NgsiError::bad_data(format!(
+                    "{}: too deeply nested",
+                    self.what
+                )));
             }
             self.i += 1;
             let e = self.or()?;
             if self.i >= self.s.len() || self.s[self.i] != b')' {
                 return Err(NgsiError::bad_data(format!(
-                    "type: missing ')' at position {}",
-                    self.i
+                    "{}: missing ')' at position {}",
+                    self.what, self.i
                 )));
             }
             self.i += 1;
@@ -119,11 +134,20 @@ impl P<'_> {
             .trim();
         if name.is_empty() {
             return Err(NgsiError::bad_data(format!(
-                "type: a type name is missing at position {start}"
+                "{}: a term is missing at position {start}",
+                self.what
             )));
         }
-        misto_ngsild::validate::check_name(name)
-            .map_err(|e| NgsiError::bad_data(format!("type: {e}")))?;
+        if self.what == "scopeQ" {
+            if !name.starts_with('/') || name.contains(char::is_whitespace) {
+                return Err(NgsiError::bad_data(format!(
+                    "scopeQ: '{name}' is not a scope (it must start with '/')"
+                )));
+            }
+        } else {
+            misto_ngsild::validate::check_name(name)
+                .map_err(|e| NgsiError::bad_data(format!("type: {e}")))?;
+        }
         Ok(TypeExpr::Type(name.to_string()))
     }
 }
@@ -131,32 +155,16 @@ impl P<'_> {
 /// A scope query: `,`/`|` OR, `;` AND; each term `/a/b`, `/a/+` (one level below), `/a/#` (the scope and all
 /// below).
 #[derive(Debug, Clone)]
-pub struct ScopeQuery(Vec<Vec<String>>);
+pub struct ScopeQuery(TypeExpr);
 
 impl ScopeQuery {
+    /// The same grammar as type expressions (`,`/`|` OR, `;` AND, parentheses), over scope patterns.
     pub fn parse(s: &str) -> Result<ScopeQuery, NgsiError> {
-        let mut ors = Vec::new();
-        for alt in s.split([',', '|']) {
-            let mut ands = Vec::new();
-            for term in alt.split(';') {
-                let t = term.trim();
-                if !t.starts_with('/') || t.contains(char::is_whitespace) {
-                    return Err(NgsiError::bad_data(format!(
-                        "scopeQ: '{t}' is not a scope (it must start with '/')"
-                    )));
-                }
-                ands.push(t.to_string());
-            }
-            ors.push(ands);
-        }
-        Ok(ScopeQuery(ors))
+        TypeExpr::parse_as(s, "scopeQ").map(ScopeQuery)
     }
 
     pub fn matches(&self, scopes: &[&str]) -> bool {
-        self.0.iter().any(|ands| {
-            ands.iter()
-                .all(|t| scopes.iter().any(|s| scope_matches(t, s)))
-        })
+        self.0.eval(&|t| scopes.iter().any(|s| scope_matches(t, s)))
     }
 }
 
@@ -199,6 +207,11 @@ mod tests {
         );
         let q = ScopeQuery::parse("/a;/b").unwrap();
         assert!(q.matches(&["/a", "/b"]) && !q.matches(&["/a"]));
+        let q = ScopeQuery::parse("(/a;/b)|/c").unwrap();
+        assert!(q.matches(&["/a", "/b"]) && q.matches(&["/c"]) && !q.matches(&["/a"]));
+        let q = ScopeQuery::parse("(/a;/nowhere)").unwrap();
+        assert!(!q.matches(&["/a"]));
+        assert!(ScopeQuery::parse("(/a").is_err());
         assert!(ScopeQuery::parse("a").is_err());
     }
 }

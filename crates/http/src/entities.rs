@@ -200,6 +200,10 @@ pub async fn retrieve(
 
 /// Parse the query parameters of GET /entities (and purge).
 pub(crate) fn query_params(p: &Params) -> Result<EntityQueryParams, NgsiError> {
+    // A context source filter selects registrations; misto has none to select, but the filter must be valid.
+    if let Some(csf) = p.get("csf") {
+        misto_broker::query::check_csf(csf)?;
+    }
     let limit = p.usize("limit")?;
     let offset = p.usize("offset")?.unwrap_or(0);
     Ok(EntityQueryParams {
