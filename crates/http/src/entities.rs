@@ -50,6 +50,17 @@ fn names_valid(param: &str, names: &[String]) -> Result<(), NgsiError> {
 pub(crate) fn render_options(p: &Params, ctx: &Context) -> Result<RenderOptions, NgsiError> {
     let mut o = RenderOptions::new(p.format()?);
     o.sys_attrs = p.has_option("sysAttrs")?;
+    if let Some(ds) = p.list("datasetId")? {
+        if let Some(bad) = ds
+            .iter()
+            .find(|d| *d != "@none" && !misto_ngsild::validate::is_uri(d))
+        {
+            return Err(NgsiError::bad_data(format!(
+                "datasetId: '{bad}' is not a URI (or @none)"
+            )));
+        }
+        o.dataset_ids = Some(ds);
+    }
     let expand_names = |names: Vec<String>, o: &mut RenderOptions, keep: bool| {
         let mut set = std::collections::HashSet::new();
         let (mut id, mut ty) = (false, false);

@@ -45,6 +45,7 @@ pub(crate) fn plain(
         && opts.pick_id
         && opts.pick_type
         && opts.lang.is_none()
+        && opts.dataset_ids.is_none()
         && !headers.contains_key("prefer")
         && p.keys()
             .all(|k| selecting.contains(&k) || k == "options" || k == "format")

@@ -1042,3 +1042,42 @@ async fn query_pages_link_to_their_neighbours() {
     assert!(links(&r).is_empty());
     assert_eq!(r.headers()["NGSILD-Results-Count"], "3");
 }
+
+/// `datasetId` keeps only the attribute instances of the named datasets (`@none`: default instances).
+#[tokio::test]
+async fn query_selects_attribute_instances_by_dataset() {
+    let s = TestServer::start().await;
+    let e = json!({
+        "id": "urn:ngsi-ld:Building:ds1", "type": "Building",
+        "name": [
+            {"type": "Property", "value": "Eiffel Tower"},
+            {"type": "Property", "value": "Tour Eiffel", "datasetId": "urn:ngsi-ld:Dataset:fr"},
+            {"type": "Property", "value": "Eiffelturm", "datasetId": "urn:ngsi-ld:Dataset:de"}
+        ],
+        "height": {"type": "Property", "value": 330}
+    });
+    s.create(&e, None).await;
+    let q = |extra: &str| format!("/entities?type=Building&{extra}");
+    let got = s
+        .get_json(&q("datasetId=urn:ngsi-ld:Dataset:fr"), None)
+        .await;
+    assert_eq!(got[0]["name"]["value"], "Tour Eiffel");
+    assert!(got[0].get("height").is_none());
+    let got = s.get_json(&q("datasetId=@none"), None).await;
+    assert_eq!(got[0]["name"]["value"], "Eiffel Tower");
+    assert_eq!(got[0]["height"]["value"], 330);
+    let got = s
+        .get_json(
+            &q("datasetId=urn:ngsi-ld:Dataset:fr,urn:ngsi-ld:Dataset:de"),
+            None,
+        )
+        .await;
+    assert_eq!(got[0]["name"].as_array().map(Vec::len), Some(2));
+    // No instance matches: the entity is there without attributes.
+    let got = s
+        .get_json(&q("attrs=name&datasetId=urn:ngsi-ld:Dataset:es"), None)
+        .await;
+    assert_eq!(got[0]["id"], "urn:ngsi-ld:Building:ds1");
+    assert!(got[0].get("name").is_none());
+    problem(s.get(&q("datasetId=not%20a%20uri"), None).await, 400).await;
+}

@@ -29,6 +29,8 @@ pub struct RenderOptions {
     pub pick_type: bool,
     /// Language preference (`lang`): tags in order, `*` for any.
     pub lang: Option<Vec<String>>,
+    /// Only attribute instances with one of these datasetIds (`@none`: the default instance).
+    pub dataset_ids: Option<Vec<String>>,
 }
 
 impl RenderOptions {
@@ -79,6 +81,24 @@ pub fn render_entity(e: &Entity, ctx: &Context, opts: &RenderOptions) -> Value {
         }
         let Some(instances) = e.get(name).and_then(Value::as_array) else {
             continue;
+        };
+        let selected: Vec<Value>;
+        let instances = match &opts.dataset_ids {
+            None => instances.as_slice(),
+            Some(wanted) => {
+                selected = instances
+                    .iter()
+                    .filter(|i| {
+                        let ds = i
+                            .get("datasetId")
+                            .and_then(Value::as_str)
+                            .unwrap_or("@none");
+                        wanted.iter().any(|w| w == ds)
+                    })
+                    .cloned()
+                    .collect();
+                selected.as_slice()
+            }
         };
         if instances.is_empty() {
             continue;
