@@ -1,6 +1,7 @@
 //! Entity and attribute operations (ETSI GS CIM 009 §5.6, §5.7 batch, V1.9 purge).
 
 use misto_ngsild::entity::{entity_id, Entity, Parser};
+use misto_ngsild::expiry;
 use misto_ngsild::update::{self, UpdateResult};
 use misto_ngsild::validate::{is_uri, now};
 use misto_ngsild::{Context, NgsiError, Result};
@@ -57,6 +58,19 @@ fn check_body_id(obj: &Map<String, Value>, id: &str) -> Result<()> {
     }
 }
 
+/// A modification that sees the entity as visible now: an expired entity is absent, expired attribute
+/// instances are gone (and stay gone once the entity is written back).
+fn unexpired(f: ModifyFn) -> ModifyFn {
+    Box::new(move |cur: Option<&Entity>| {
+        let now = jiff::Timestamp::now();
+        match cur.map(|e| expiry::visible(e, now)) {
+            None => f(None),
+            Some(None) => f(None),
+            Some(Some(v)) => f(Some(v.as_ref())),
+        }
+    })
+}
+
 fn keep_created(new: &mut Entity, old: &Entity) {
     if let Some(c) = old.get("createdAt") {
         new.insert("createdAt".into(), c.clone());
@@ -73,6 +87,7 @@ impl Broker {
         f: ModifyFn,
     ) -> Result<Modified> {
         let view = ctx.and_then(crate::views::viewer);
+        let f = unexpired(f);
         let out = misto_store::modify_viewed(self.store.as_ref(), tenant, id, f, view).await??;
         self.note(tenant, id, &out);
         Ok(out)
@@ -116,12 +131,13 @@ impl Broker {
         Ok(id)
     }
 
-    /// `GET /entities/{id}`: the stored entity.
+    /// `GET /entities/{id}`: the stored entity, as visible now (expired parts gone).
     pub async fn get_entity(&self, tenant: &str, id: &str) -> Result<Entity> {
         check_id(id)?;
         self.store
             .get(tenant, id)
             .await?
+            .and_then(|e| expiry::visible_owned(e, jiff::Timestamp::now()))
             .ok_or_else(|| not_found(id))
     }
 
@@ -490,7 +506,7 @@ impl Broker {
             match item {
                 Ok((id, f)) => {
                     ids.push(id.clone());
-                    ops.push((id, f));
+                    ops.push((id, unexpired(f)));
                 }
                 Err((id, e)) => outcome.errors.push((id, e)),
             }

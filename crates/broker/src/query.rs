@@ -309,8 +309,13 @@ impl Broker {
         let mut page = self.store.query(tenant, &c.store).await?;
         let more = page.entities.len() > limit;
         page.entities.truncate(limit);
+        let entities = page
+            .entities
+            .into_iter()
+            .filter_map(crate::views::visible)
+            .collect();
         Ok(QueryResult {
-            entities: page.entities,
+            entities,
             total: page.total,
             more,
         })
@@ -331,7 +336,7 @@ impl Broker {
         let more = page.found.len() > limit;
         page.found.truncate(limit);
         Ok(FoundPage {
-            found: page.found,
+            found: crate::views::visible_found(page.found),
             total: page.total,
             more,
         })
@@ -354,7 +359,14 @@ impl Broker {
         let mut c = compile(p, ctx, usize::MAX)?;
         c.store.offset = 0;
         c.store.count = false;
-        let mut all = self.store.query(tenant, &c.store).await?.entities;
+        let mut all: Vec<Entity> = self
+            .store
+            .query(tenant, &c.store)
+            .await?
+            .entities
+            .into_iter()
+            .filter_map(crate::views::visible)
+            .collect();
         order.sort(&mut all);
         let total = p.count.then_some(all.len() as u64);
         let more = limit > 0 && all.len() > p.offset.saturating_add(limit);

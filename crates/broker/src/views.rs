@@ -41,14 +41,31 @@ fn has_expiry(e: &Entity) -> bool {
     e.contains_key("expiresAt") || e.values().any(|v| deep(v, 0))
 }
 
+/// An entity as visible now (None once expired); stored views never hold transient entities.
+pub(crate) fn visible(e: Entity) -> Option<Entity> {
+    misto_ngsild::expiry::visible_owned(e, jiff::Timestamp::now())
+}
+
+/// A page of found entities as visible now.
+pub(crate) fn visible_found(found: Vec<Found>) -> Vec<Found> {
+    found
+        .into_iter()
+        .filter_map(|f| match f {
+            Found::Entity(e) => visible(e).map(Found::Entity),
+            r => Some(r),
+        })
+        .collect()
+}
+
 impl Broker {
     /// `GET /entities/{id}` for a plain normalized read: the stored rendering when it was made with `ctx`,
     /// else the entity.
     pub async fn get_found(&self, tenant: &str, ctx: &Context, id: &str) -> Result<Found> {
         crate::entities::check_id(id)?;
-        self.store
-            .get_found(tenant, id, ctx.fingerprint())
-            .await?
-            .ok_or_else(|| NgsiError::not_found(format!("entity {id} does not exist")))
+        let found = match self.store.get_found(tenant, id, ctx.fingerprint()).await? {
+            Some(Found::Entity(e)) => visible(e).map(Found::Entity),
+            other => other,
+        };
+        found.ok_or_else(|| NgsiError::not_found(format!("entity {id} does not exist")))
     }
 }

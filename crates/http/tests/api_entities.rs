@@ -1081,3 +1081,56 @@ async fn query_selects_attribute_instances_by_dataset() {
     assert!(got[0].get("name").is_none());
     problem(s.get(&q("datasetId=not%20a%20uri"), None).await, 400).await;
 }
+
+/// Expired entities and attribute instances are gone at once for readers and writers; expiresAt is shown
+/// with sysAttrs only.
+#[tokio::test]
+async fn transient_parts_vanish_when_due() {
+    let s = TestServer::start().await;
+    let soon = misto_ngsild::validate::format_datetime(
+        jiff::Timestamp::now() + jiff::SignedDuration::from_millis(1200),
+    );
+    let later = "2100-01-01T00:00:00Z";
+    let mut e = station(1, 30.5, 50.4, 5.0);
+    e["expiresAt"] = json!(later);
+    e["pm25"]["expiresAt"] = json!(soon);
+    e["name"]["expiresAt"] = json!(later);
+    s.create(&e, Some(ENV_CONTEXT)).await;
+    let id = "/entities/urn:ngsi-ld:AirQualityObserved:t1";
+    let plain = s.get(id, Some(ENV_CONTEXT)).await.text().await.unwrap();
+    assert!(plain.contains("pm25") && !plain.contains("expiresAt"));
+    let sys = s
+        .get_json(&format!("{id}?options=sysAttrs"), Some(ENV_CONTEXT))
+        .await;
+    assert_eq!(sys["expiresAt"], later);
+    assert_eq!(sys["name"]["expiresAt"], later);
+
+    let mut gone = station(2, 30.5, 50.4, 5.0);
+    gone["expiresAt"] = json!(soon);
+    s.create(&gone, Some(ENV_CONTEXT)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let got = s.get_json(id, Some(ENV_CONTEXT)).await;
+    assert!(got.get("pm25").is_none(), "the expired attribute is gone");
+    assert_eq!(got["name"]["value"], "station 1");
+    let r = s
+        .get(
+            "/entities/urn:ngsi-ld:AirQualityObserved:t2",
+            Some(ENV_CONTEXT),
+        )
+        .await;
+    problem(r, 404).await;
+    let list = s
+        .get_json("/entities?type=AirQualityObserved", Some(ENV_CONTEXT))
+        .await;
+    assert_eq!(list.as_array().map(Vec::len), Some(1));
+    // Writers see it gone too: updating the expired entity is ResourceNotFound.
+    let r = s
+        .send(
+            Method::PATCH,
+            "/entities/urn:ngsi-ld:AirQualityObserved:t2/attrs",
+            &json!({"pm25": {"type": "Property", "value": 1}}),
+            Some(ENV_CONTEXT),
+        )
+        .await;
+    problem(r, 404).await;
+}

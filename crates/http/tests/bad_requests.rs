@@ -183,6 +183,9 @@ fn corpus() -> Vec<Case> {
         post_entity(r#"{"id": "urn:a:b", "type": "T", "scope": "noslash"}"#),
         post_entity(r#"{"id": "urn:a:b", "type": "T", "scope": 5}"#),
         post_entity(r#"{"id": "urn:a:b", "type": "T", "expiresAt": "tomorrow"}"#),
+        post_entity(
+            r#"{"id": "urn:a:b", "type": "T", "a": {"type": "Property", "value": 1, "expiresAt": "soon"}}"#,
+        ),
         // Attribute shapes.
         attr(r#""p": {"type": "Property"}"#),
         attr(r#""p": {"type": "Property", "value": null}"#),

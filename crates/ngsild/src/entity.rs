@@ -51,6 +51,7 @@ pub const INSTANCE_MEMBERS: &[&str] = &[
     "previousJson",
     "previousValueList",
     "previousObjectList",
+    "expiresAt",
 ];
 
 /// Entity members that are not attributes.
@@ -398,6 +399,9 @@ impl<'a> Parser<'a> {
                         out.insert("lang".into(), s.into());
                     }
                 }
+                "expiresAt" => {
+                    out.insert("expiresAt".into(), parse_expires(sub)?);
+                }
                 k if SYSTEM_MEMBERS.contains(&k) || k.starts_with("previous") => {}
                 "@context" if depth > 0 => {
                     return Err(NgsiError::bad_data(format!(
@@ -592,9 +596,10 @@ fn parse_expires(v: &Value) -> Result<Value> {
         Value::Object(o) => o.get("value").and_then(Value::as_str).unwrap_or(""),
         _ => "",
     };
-    let t = parse_datetime(s)
+    // Kept as the client wrote it (it is shown back with sysAttrs); compared as a point in time.
+    parse_datetime(s)
         .ok_or_else(|| NgsiError::bad_data("expiresAt must be an ISO 8601 date-time"))?;
-    Ok(Value::String(crate::validate::format_datetime(t)))
+    Ok(Value::String(s.to_string()))
 }
 
 /// Attribute names of a stored entity (its members that are not entity members).

@@ -4,6 +4,7 @@
 pub mod context;
 pub mod entity;
 pub mod error;
+pub mod expiry;
 pub mod render;
 pub mod update;
 pub mod validate;

@@ -67,8 +67,11 @@ pub fn render_entity(e: &Entity, ctx: &Context, opts: &RenderOptions) -> Value {
             }
         }
     }
-    if let Some(v) = e.get("expiresAt") {
-        out.insert("expiresAt".into(), v.clone());
+    // expiresAt is a system attribute (§6.3.11): shown with sysAttrs only.
+    if opts.sys_attrs && opts.format != Format::KeyValues {
+        if let Some(v) = e.get("expiresAt") {
+            out.insert("expiresAt".into(), v.clone());
+        }
     }
     for name in attribute_names(e) {
         if let Some(keep) = &opts.attrs {
@@ -244,7 +247,7 @@ fn render_instance(i: &Value, ctx: &Context, opts: &RenderOptions, in_array: boo
         out.insert("objectType".into(), compact_vocab(ot, ctx));
     }
     if opts.sys_attrs {
-        for k in ["createdAt", "modifiedAt"] {
+        for k in ["createdAt", "modifiedAt", "expiresAt"] {
             if let Some(v) = obj.get(k) {
                 out.insert(k.into(), v.clone());
             }

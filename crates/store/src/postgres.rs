@@ -46,10 +46,12 @@ fn encode(e: &Entity) -> Result<String, StoreError> {
     serde_json::to_string(e).map_err(|e| StoreError::Other(e.to_string()))
 }
 
+/// The entity's expiry in one format, so that stored expiries compare as text.
 fn expires_of(e: &Entity) -> Option<String> {
     e.get("expiresAt")
         .and_then(Value::as_str)
-        .map(str::to_string)
+        .and_then(misto_ngsild::validate::parse_datetime)
+        .map(misto_ngsild::validate::format_datetime)
 }
 
 impl PgStore {

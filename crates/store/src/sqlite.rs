@@ -331,10 +331,12 @@ fn decode_col(r: &rusqlite::Row<'_>, i: usize) -> Result<Entity, StoreError> {
     doc::full(&doc::json_of(r.get_ref(i)?)?)
 }
 
+/// The entity's expiry in one format, so that stored expiries compare as text.
 fn expires_of(e: &Entity) -> Option<String> {
     e.get("expiresAt")
         .and_then(Value::as_str)
-        .map(str::to_string)
+        .and_then(misto_ngsild::validate::parse_datetime)
+        .map(misto_ngsild::validate::format_datetime)
 }
 
 fn load(c: &Connection, tenant: &str, id: &str) -> Result<Option<(i64, Entity)>, StoreError> {
