@@ -42,9 +42,14 @@ fn not_found(id: &str) -> NgsiError {
     NgsiError::not_found(format!("entity {id} does not exist"))
 }
 
+/// A body that is not a JSON object is not an NGSI-LD request at all: InvalidRequest.
 fn body_object(body: &Value) -> Result<&Map<String, Value>> {
-    body.as_object()
-        .ok_or_else(|| NgsiError::bad_data("the body must be a JSON object"))
+    body.as_object().ok_or_else(|| {
+        NgsiError::new(
+            misto_ngsild::ErrorKind::InvalidRequest,
+            "the body must be a JSON object",
+        )
+    })
 }
 
 /// A body fragment may repeat the entity id, but not name another one.
@@ -111,6 +116,7 @@ impl Broker {
     /// `POST /entities`: returns the new entity's id.
     pub async fn create_entity(&self, tenant: &str, ctx: &Context, body: &Value) -> Result<String> {
         let ts = now();
+        body_object(body)?;
         let e = Parser::new(ctx, &ts).entity(body)?;
         let id = e
             .get("id")
@@ -212,6 +218,7 @@ impl Broker {
         let ts = now();
         let mut parser = Parser::new(ctx, &ts);
         parser.allow_null = true;
+        parser.merge = true;
         parser.partial = true;
         let attrs = parser.attributes(obj)?;
         let types = match obj.get("type").or_else(|| obj.get("@type")) {
@@ -393,7 +400,7 @@ impl Broker {
                         e.remove(&name);
                     }
                 } else if let Some(target) = list[pos].as_object_mut() {
-                    update::merge_instance(target, inst);
+                    update::merge_instance(target, inst, false);
                 }
                 e.insert("modifiedAt".into(), Value::String(ts.clone()));
                 Ok(Change::Put(e))
@@ -665,6 +672,7 @@ impl Broker {
         let ts = now();
         let mut parser = Parser::new(ctx, &ts);
         parser.allow_null = true;
+        parser.merge = true;
         parser.partial = true;
         let items = Self::batch_items(body)?
             .iter()

@@ -1134,3 +1134,47 @@ async fn transient_parts_vanish_when_due() {
         .await;
     problem(r, 404).await;
 }
+
+/// A merge patches compound values key by key (RFC 7396, §5.5.12); a partial update replaces them and may not
+/// carry NGSI-LD Nulls inside. `datasetId: @none` is the default instance; a geometry given as JSON text is
+/// stored as the geometry.
+#[tokio::test]
+async fn merge_patches_compound_values() {
+    let s = TestServer::start().await;
+    let e = json!({
+        "id": "urn:ngsi-ld:Building:m1", "type": "Building",
+        "address": {"type": "Property", "value": {"street": "A", "city": "Berlin", "country": "Germany"}},
+        "speed": [{"type": "Property", "value": 55, "datasetId": "@none"},
+                  {"type": "Property", "value": 11, "datasetId": "urn:ngsi-ld:Dataset:gps"}],
+        "location": {"type": "GeoProperty", "value": "{\"type\": \"Point\", \"coordinates\": [17.1, 48.7]}"}
+    });
+    s.create(&e, None).await;
+    let id = "/entities/urn:ngsi-ld:Building:m1";
+    let patch = json!({"address": {"type": "Property", "value": {"street": "B", "country": "urn:ngsi-ld:null"}}});
+    let r = s.send(Method::PATCH, id, &patch, None).await;
+    assert_eq!(r.status(), 204);
+    let got = s.get_json(id, None).await;
+    let addr = &got["address"]["value"];
+    assert_eq!(addr, &json!({"street": "B", "city": "Berlin"}));
+    let speed = got["speed"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        speed
+            .iter()
+            .filter(|i| i.get("datasetId").is_none())
+            .count(),
+        1
+    );
+    assert_eq!(got["location"]["value"]["type"], "Point");
+    // A partial attribute update with a Null inside the value is refused and changes nothing.
+    let r = s
+        .send(
+            Method::PATCH,
+            &format!("{id}/attrs/address"),
+            &json!({"value": {"city": "urn:ngsi-ld:null"}}),
+            None,
+        )
+        .await;
+    problem(r, 400).await;
+    let got = s.get_json(id, None).await;
+    assert_eq!(got["address"]["value"]["city"], "Berlin");
+}

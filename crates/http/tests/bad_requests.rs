@@ -50,6 +50,17 @@ fn post_entity(body: &str) -> Case {
     )
 }
 
+fn invalid_entity_body(body: &str) -> Case {
+    case(
+        Method::POST,
+        "/entities",
+        JSON,
+        Some(body),
+        400,
+        "InvalidRequest",
+    )
+}
+
 fn attr(a: &str) -> Case {
     post_entity(&format!(
         r#"{{"id": "urn:ngsi-ld:T:new", "type": "T", {a}}}"#
@@ -164,13 +175,29 @@ fn corpus() -> Vec<Case> {
             400,
             "InvalidRequest",
         ),
-        // Valid JSON, wrong shape: BadRequestData.
-        post_entity("[]"),
-        post_entity("42"),
-        post_entity("\"urn:a:b\""),
-        post_entity("null"),
+        // Valid JSON that is not an object is no entity request at all: InvalidRequest (ETSI TP 001_02_02).
+        invalid_entity_body("[]"),
+        invalid_entity_body("42"),
+        invalid_entity_body("\"urn:a:b\""),
+        invalid_entity_body("null"),
+        // An object of the wrong shape: BadRequestData.
         post_entity("{}"),
         post_entity(r#"{"type": "T"}"#),
+        post_entity(r#"{"id": "urn:a:b", "type": "9T"}"#),
+        post_entity(r#"{"id": "urn:a:b", "type": "type"}"#),
+        post_entity(r#"{"id": "urn:a:b", "type": "T", "scope": "/a//b"}"#),
+        post_entity(r#"{"id": "urn:a:b", "type": "T", "scope": "urn:ngsi-ld:null"}"#),
+        attr(r#""j": {"type": "JsonProperty", "json": 5}"#),
+        attr(r#""l": {"type": "LanguageProperty", "languageMap": {"@none": "urn:ngsi-ld:null"}}"#),
+        attr(
+            r#""l": {"type": "LanguageProperty", "languageMap": {"en": "x"}, "valueType": "xsd:string"}"#,
+        ),
+        attr(r#""location": {"type": "Property", "value": 7}"#),
+        attr(r#""address": {"type": "Property", "value": {"country": "urn:ngsi-ld:null"}}"#),
+        attr(r#""address": {"type": "Property", "value": {"a": {"b": [null]}}}"#),
+        post_entity(
+            r#"{"id": "urn:a:b", "type": "T", "@context": {"T": {"@id": "https://example.org/T", "@context": {"s": "https://example.org/s"}}}}"#,
+        ),
         post_entity(r#"{"id": "urn:a:b"}"#),
         post_entity(r#"{"id": "not a uri", "type": "T"}"#),
         post_entity(r#"{"id": "nocolon", "type": "T"}"#),
@@ -391,7 +418,7 @@ fn corpus() -> Vec<Case> {
             JSON,
             Some(r#"[1]"#),
             400,
-            "BadRequestData",
+            "InvalidRequest",
         ),
         case(
             Method::POST,

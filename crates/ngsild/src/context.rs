@@ -422,6 +422,15 @@ fn collect(
             Ok(())
         }
         Value::Object(obj) => {
+            // A request's own (inline) context may not carry scoped contexts (§5.5.7); remote documents are
+            // read as published.
+            if depth == 0 {
+                if let Some((term, _)) = obj.iter().find(|(_, d)| d.get("@context").is_some()) {
+                    return Err(ContextBuildError::Invalid(format!(
+                        "the term '{term}' defines a scoped @context, which a user @context must not contain"
+                    )));
+                }
+            }
             raw.add_object(obj);
             Ok(())
         }

@@ -54,6 +54,13 @@ pub const INSTANCE_MEMBERS: &[&str] = &[
     "expiresAt",
 ];
 
+/// Attributes the core context defines as GeoProperties.
+const CORE_GEO_PROPERTIES: &[&str] = &[
+    "https://uri.etsi.org/ngsi-ld/location",
+    "https://uri.etsi.org/ngsi-ld/observationSpace",
+    "https://uri.etsi.org/ngsi-ld/operationSpace",
+];
+
 /// Entity members that are not attributes.
 pub const ENTITY_MEMBERS: &[&str] = &[
     "id",
@@ -106,6 +113,18 @@ pub struct Parser<'a> {
     pub allow_null: bool,
     /// Accept attribute fragments without a value (partial updates of metadata or sub-attributes).
     pub partial: bool,
+    /// A merge (§5.5.12): `urn:ngsi-ld:null` inside a compound value removes that key.
+    pub merge: bool,
+}
+
+/// Whether an NGSI-LD Null (or JSON null) sits anywhere inside a compound value.
+fn nested_null(v: &Value) -> bool {
+    let inner = |x: &Value| x.is_null() || x.as_str() == Some(NGSI_LD_NULL) || nested_null(x);
+    match v {
+        Value::Object(o) => o.values().any(inner),
+        Value::Array(a) => a.iter().any(inner),
+        _ => false,
+    }
 }
 
 impl<'a> Parser<'a> {
@@ -115,6 +134,7 @@ impl<'a> Parser<'a> {
             now,
             allow_null: false,
             partial: false,
+            merge: false,
         }
     }
 
@@ -163,7 +183,19 @@ impl<'a> Parser<'a> {
         let mut out: Vec<Value> = Vec::with_capacity(raw.len());
         for t in raw {
             check_name(t).map_err(|e| NgsiError::bad_data(format!("invalid entity type: {e}")))?;
-            let iri = Value::String(self.ctx.expand(t));
+            if t.starts_with(|c: char| c.is_ascii_digit()) {
+                return Err(NgsiError::bad_data(format!(
+                    "invalid entity type '{t}': a name starts with a letter (§4.6.2)"
+                )));
+            }
+            let expanded = self.ctx.expand(t);
+            // `id` and `type` are the core context's aliases of @id and @type, not names of types.
+            if !is_uri(&expanded) || matches!(t, "id" | "type" | "@id" | "@type") {
+                return Err(NgsiError::bad_data(format!(
+                    "invalid entity type '{t}': it expands to '{expanded}', which is not an IRI"
+                )));
+            }
+            let iri = Value::String(expanded);
             if !out.contains(&iri) {
                 out.push(iri);
             }
@@ -209,8 +241,21 @@ impl<'a> Parser<'a> {
             other => vec![other],
         };
         let mut out: Vec<Value> = Vec::with_capacity(items.len());
+        let expanded = self.ctx.expand(name);
         for item in items {
             let inst = self.instance(name, item, 0)?;
+            // The core's location, observationSpace and operationSpace are GeoProperties (§4.7.1). Published
+            // Smart Data Models examples declare some as Properties holding GeoJSON; those are tolerated.
+            if CORE_GEO_PROPERTIES.contains(&expanded.as_str()) {
+                let geo_value = inst.get("value").is_some_and(is_geojson_geometry);
+                if let Some(k) = inst.get("type").and_then(Value::as_str) {
+                    if k != "GeoProperty" && !geo_value {
+                        return Err(NgsiError::bad_data(format!(
+                            "attribute '{name}' is a GeoProperty of the NGSI-LD core, not a {k}"
+                        )));
+                    }
+                }
+            }
             let ds = inst.get("datasetId").cloned();
             if out.iter().any(|o| o.get("datasetId").cloned() == ds) {
                 return Err(NgsiError::bad_data(format!(
@@ -244,6 +289,11 @@ impl<'a> Parser<'a> {
             }
             // Concise: a bare value is a Property.
             other => {
+                if !self.merge && nested_null(other) {
+                    return Err(NgsiError::bad_data(format!(
+                        "attribute '{name}': urn:ngsi-ld:null inside a value is only allowed in a merge"
+                    )));
+                }
                 let mut m = Map::new();
                 m.insert("type".into(), "Property".into());
                 m.insert("value".into(), other.clone());
@@ -276,6 +326,11 @@ impl<'a> Parser<'a> {
                 None if self.partial && depth == 0 => String::new(),
                 None => {
                     // Concise: an object without NGSI-LD members is a Property's structured value.
+                    if !self.merge && nested_null(v) {
+                        return Err(NgsiError::bad_data(format!(
+                            "attribute '{name}': urn:ngsi-ld:null inside a value is only allowed in a merge"
+                        )));
+                    }
                     let mut m = Map::new();
                     m.insert("type".into(), "Property".into());
                     m.insert("value".into(), v.clone());
@@ -312,7 +367,14 @@ impl<'a> Parser<'a> {
                 }
             }
             Some(Value::Null) => Value::String(NGSI_LD_NULL.into()),
-            Some(val) => self.kind_value(name, &kind, obj, val)?,
+            Some(val) => {
+                if kind == "Property" && !self.merge && nested_null(val) {
+                    return Err(NgsiError::bad_data(format!(
+                        "attribute '{name}': urn:ngsi-ld:null inside a value is only allowed in a merge"
+                    )));
+                }
+                self.kind_value(name, &kind, obj, val)?
+            }
         };
         if !kind.is_empty() {
             out.insert(member.into(), value);
@@ -371,6 +433,8 @@ impl<'a> Parser<'a> {
                     })?;
                     out.insert("unitCode".into(), s.into());
                 }
+                // "@none" names the default instance, which has no datasetId (§4.5.5).
+                "datasetId" if sub.as_str() == Some("@none") => {}
                 "datasetId" => {
                     let s = sub.as_str().filter(|s| is_uri(s)).ok_or_else(|| {
                         NgsiError::bad_data(format!("attribute '{name}': datasetId must be a URI"))
@@ -397,6 +461,16 @@ impl<'a> Parser<'a> {
                 "lang" => {
                     if let Some(s) = sub.as_str() {
                         out.insert("lang".into(), s.into());
+                    }
+                }
+                // A LanguageProperty's value type can only be rdf:langString (Table 5.2.32-1).
+                "valueType" if kind == "LanguageProperty" => {
+                    if !sub.as_str().is_some_and(|t| {
+                        t == "langString" || t == "rdf:langString" || t.ends_with("#langString")
+                    }) {
+                        return Err(NgsiError::bad_data(format!(
+                            "attribute '{name}': a LanguageProperty's valueType must be langString"
+                        )));
                     }
                 }
                 "expiresAt" => {
@@ -437,6 +511,17 @@ impl<'a> Parser<'a> {
     }
 
     fn geo_value(&self, name: &str, v: &Value) -> Result<Value> {
+        // A geometry may arrive as its JSON text (§4.7.2); it is stored and served as the object.
+        if let Value::String(text) = v {
+            let parsed: Value = serde_json::from_str(text).map_err(|_| {
+                NgsiError::bad_data(format!(
+                    "attribute '{name}' is a GeoProperty whose value is neither a GeoJSON geometry nor its JSON text"
+                ))
+            })?;
+            if parsed.is_object() {
+                return self.geo_value(name, &parsed);
+            }
+        }
         misto_query::geoq::geometry_from_geojson(v).map_err(|e| {
             NgsiError::bad_data(format!(
                 "attribute '{name}' is not a valid GeoJSON geometry: {e}"
@@ -469,6 +554,11 @@ impl<'a> Parser<'a> {
                 let m = val
                     .as_object()
                     .ok_or_else(|| bad("a LanguageProperty's languageMap must be an object"))?;
+                if !self.allow_null && m.values().any(|t| t.as_str() == Some(NGSI_LD_NULL)) {
+                    return Err(bad(
+                        "urn:ngsi-ld:null in a languageMap deletes it, which only a partial update or merge can do",
+                    ));
+                }
                 for (lang, text) in m {
                     let ok = match text {
                         Value::String(_) => true,
@@ -495,7 +585,13 @@ impl<'a> Parser<'a> {
                     "a VocabProperty's vocab must be a string or an array of strings",
                 )),
             },
-            "JsonProperty" => Ok(val.clone()),
+            "JsonProperty" => match val {
+                Value::Object(_) => Ok(val.clone()),
+                Value::Array(a) if a.iter().all(Value::is_object) => Ok(val.clone()),
+                _ => Err(bad(
+                    "a JsonProperty's json must be a JSON object or an array of objects",
+                )),
+            },
             "ListProperty" => match val {
                 Value::Array(_) => Ok(val.clone()),
                 _ => Err(bad("a ListProperty's valueList must be an array")),
@@ -577,12 +673,21 @@ pub fn parse_scope(v: &Value) -> Result<Value> {
     let mut out = Vec::new();
     for s in items {
         match s.as_str() {
-            Some(s) if s.starts_with('/') && !s.contains(char::is_whitespace) => {
+            Some(s)
+                if s.starts_with('/')
+                    && !s.contains(char::is_whitespace)
+                    && (s == "/" || !s[1..].split('/').any(str::is_empty)) =>
+            {
                 out.push(Value::String(s.to_string()))
+            }
+            Some(s) if s == NGSI_LD_NULL => {
+                return Err(NgsiError::bad_data(
+                    "scope: urn:ngsi-ld:null is only allowed in merge operations",
+                ))
             }
             _ => {
                 return Err(NgsiError::bad_data(
-                    "scope must be a string or an array of strings starting with '/'",
+                    "scope must be a string or an array of strings starting with '/', with no empty level",
                 ))
             }
         }

@@ -140,9 +140,49 @@ pub fn update(e: &mut Entity, attrs: Vec<(String, Value)>) -> UpdateResult {
     r
 }
 
+/// RFC 7396 merge patch, with `urn:ngsi-ld:null` (or null) removing a key.
+fn merge_patch(target: &mut Value, patch: Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = Value::Object(Map::new());
+            }
+            if let Some(t) = target.as_object_mut() {
+                for (k, v) in p {
+                    if v.is_null() || v.as_str() == Some(NGSI_LD_NULL) {
+                        t.remove(&k);
+                    } else {
+                        merge_patch(t.entry(k).or_insert(Value::Null), v);
+                    }
+                }
+            }
+        }
+        other => *target = other,
+    }
+}
+
+/// A new instance from a merge fragment: keys set to null inside its compound value are simply absent.
+fn without_nulls(mut inst: Map<String, Value>) -> Map<String, Value> {
+    if let Some(v @ Value::Object(_)) = inst.get_mut("value") {
+        let patch = std::mem::take(v);
+        merge_patch(v, patch);
+    }
+    inst
+}
+
 /// Overlay a partial instance onto an existing one: given members replace, sub-attributes merge
-/// (a sub-attribute whose value is `urn:ngsi-ld:null` is removed).
-pub fn merge_instance(existing: &mut Map<String, Value>, partial: Map<String, Value>) {
+/// (a sub-attribute whose value is `urn:ngsi-ld:null` is removed). With `patch_values` (merge, §5.5.12) a
+/// Property's compound value is merge-patched into the stored one instead of replacing it.
+pub fn merge_instance(
+    existing: &mut Map<String, Value>,
+    partial: Map<String, Value>,
+    patch_values: bool,
+) {
+    let is_property = partial
+        .get("type")
+        .or_else(|| existing.get("type"))
+        .and_then(Value::as_str)
+        .is_none_or(|k| k == "Property");
     let new_kind = partial
         .get("type")
         .and_then(Value::as_str)
@@ -172,10 +212,15 @@ pub fn merge_instance(existing: &mut Map<String, Value>, partial: Map<String, Va
             continue;
         }
         match (existing.get_mut(&k), v) {
+            (Some(old @ Value::Object(_)), new @ Value::Object(_))
+                if patch_values && is_property && k == "value" =>
+            {
+                merge_patch(old, new);
+            }
             (Some(Value::Object(old)), Value::Object(new))
                 if !INSTANCE_MEMBERS.contains(&k.as_str()) =>
             {
-                merge_instance(old, new);
+                merge_instance(old, new, patch_values);
             }
             (_, v) => {
                 existing.insert(k, v);
@@ -207,11 +252,11 @@ pub fn merge(e: &mut Entity, attrs: Vec<(String, Value)>) -> UpdateResult {
                         }
                         Some(pos) => {
                             if let Some(old) = list[pos].as_object_mut() {
-                                merge_instance(old, partial);
+                                merge_instance(old, partial, true);
                             }
                         }
                         None if delete => {}
-                        None => list.push(Value::Object(partial)),
+                        None => list.push(Value::Object(without_nulls(partial))),
                     }
                     if list.is_empty() {
                         e.remove(&name);
@@ -219,7 +264,10 @@ pub fn merge(e: &mut Entity, attrs: Vec<(String, Value)>) -> UpdateResult {
                 }
                 None if delete => {}
                 None => {
-                    e.insert(name.clone(), Value::Array(vec![Value::Object(partial)]));
+                    e.insert(
+                        name.clone(),
+                        Value::Array(vec![Value::Object(without_nulls(partial))]),
+                    );
                 }
             }
         }
