@@ -58,6 +58,20 @@ pub struct QueryResult {
     pub more: bool,
 }
 
+/// `?type=` on a single-entity URL: ResourceNotFound unless the entity matches the type expression.
+pub fn check_types(e: &Entity, types: &str, ctx: &Context, id: &str) -> Result<()> {
+    let mut te = TypeExpr::parse(types)?;
+    te.expand(ctx);
+    let have = misto_ngsild::entity::types(e);
+    if te.matches(&have) {
+        Ok(())
+    } else {
+        Err(NgsiError::not_found(format!(
+            "entity {id} is not of type {types}"
+        )))
+    }
+}
+
 /// A context source filter (`csf`) has the grammar of `q`.
 pub fn check_csf(csf: &str) -> Result<()> {
     misto_query::q::parse(csf)

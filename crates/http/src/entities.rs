@@ -147,6 +147,23 @@ fn update_response(r: UpdateResult, ctx: &Context) -> Response {
     resp
 }
 
+/// `?type=` on a single-entity URL: the operation applies only to an entity of (one of) these types; any
+/// other answers ResourceNotFound as if it did not exist.
+async fn type_gate(
+    s: &AppState,
+    tenant: &str,
+    ctx: &Context,
+    id: &str,
+    raw_query: Option<&str>,
+) -> Result<(), NgsiError> {
+    let p = request::params(raw_query)?;
+    if let Some(t) = p.non_empty("type")? {
+        let e = s.broker.get_entity(tenant, id).await?;
+        misto_broker::query::check_types(&e, t, ctx, id)?;
+    }
+    Ok(())
+}
+
 pub async fn create(
     State(s): St,
     headers: HeaderMap,
@@ -193,6 +210,9 @@ pub async fn retrieve(
         )?);
     }
     let e = s.broker.get_entity(&tenant, &id).await?;
+    if let Some(t) = p.non_empty("type")? {
+        misto_broker::query::check_types(&e, t, &ctx, &id)?;
+    }
     let body = if accept == Accept::GeoJson {
         let mut f = render_feature(&e, &ctx, &opts, &geoproperty(&p, &ctx));
         f["@context"] = ctx.source();
@@ -340,10 +360,12 @@ pub async fn replace(
     State(s): St,
     headers: HeaderMap,
     Path(id): Path<String>,
+    RawQuery(q): RawQuery,
     LimitedBody(bytes): LimitedBody,
 ) -> ApiResult {
     let tenant = request::tenant(&headers)?;
     let (body, ctx) = request::body(&s, &headers, &bytes, false).await?;
+    type_gate(&s, &tenant, &ctx, &id, q.as_deref()).await?;
     s.broker.replace_entity(&tenant, &ctx, &id, &body).await?;
     Ok(no_content())
 }
@@ -352,16 +374,25 @@ pub async fn merge(
     State(s): St,
     headers: HeaderMap,
     Path(id): Path<String>,
+    RawQuery(q): RawQuery,
     LimitedBody(bytes): LimitedBody,
 ) -> ApiResult {
     let tenant = request::tenant(&headers)?;
     let (body, ctx) = request::body(&s, &headers, &bytes, true).await?;
+    type_gate(&s, &tenant, &ctx, &id, q.as_deref()).await?;
     s.broker.merge_entity(&tenant, &ctx, &id, &body).await?;
     Ok(no_content())
 }
 
-pub async fn delete(State(s): St, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+pub async fn delete(
+    State(s): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
     let tenant = request::read_tenant(&s, &headers)?;
+    let ctx = request::context(&s, &headers).await?;
+    type_gate(&s, &tenant, &ctx, &id, q.as_deref()).await?;
     s.broker.delete_entity(&tenant, &id).await?;
     Ok(no_content())
 }
@@ -376,6 +407,7 @@ pub async fn append_attrs(
     let p = request::params(q.as_deref())?;
     let tenant = request::tenant(&headers)?;
     let (body, ctx) = request::body(&s, &headers, &bytes, false).await?;
+    type_gate(&s, &tenant, &ctx, &id, q.as_deref()).await?;
     let r = s
         .broker
         .append_attrs(&tenant, &ctx, &id, &body, p.has_option("noOverwrite")?)
@@ -387,10 +419,12 @@ pub async fn update_attrs(
     State(s): St,
     headers: HeaderMap,
     Path(id): Path<String>,
+    RawQuery(q): RawQuery,
     LimitedBody(bytes): LimitedBody,
 ) -> ApiResult {
     let tenant = request::tenant(&headers)?;
     let (body, ctx) = request::body(&s, &headers, &bytes, false).await?;
+    type_gate(&s, &tenant, &ctx, &id, q.as_deref()).await?;
     let r = s.broker.update_attrs(&tenant, &ctx, &id, &body).await?;
     Ok(update_response(r, &ctx))
 }
@@ -399,10 +433,12 @@ pub async fn patch_attr(
     State(s): St,
     headers: HeaderMap,
     Path((id, attr)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
     LimitedBody(bytes): LimitedBody,
 ) -> ApiResult {
     let tenant = request::tenant(&headers)?;
     let (body, ctx) = request::body(&s, &headers, &bytes, true).await?;
+    type_gate(&s, &tenant, &ctx, &id, q.as_deref()).await?;
     s.broker
         .patch_attr(&tenant, &ctx, &id, &attr, &body)
         .await?;
@@ -413,10 +449,12 @@ pub async fn replace_attr(
     State(s): St,
     headers: HeaderMap,
     Path((id, attr)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
     LimitedBody(bytes): LimitedBody,
 ) -> ApiResult {
     let tenant = request::tenant(&headers)?;
     let (body, ctx) = request::body(&s, &headers, &bytes, false).await?;
+    type_gate(&s, &tenant, &ctx, &id, q.as_deref()).await?;
     s.broker
         .replace_attr(&tenant, &ctx, &id, &attr, &body)
         .await?;
@@ -432,6 +470,7 @@ pub async fn delete_attr(
     let p = request::params(q.as_deref())?;
     let tenant = request::read_tenant(&s, &headers)?;
     let ctx = request::context(&s, &headers).await?;
+    type_gate(&s, &tenant, &ctx, &id, q.as_deref()).await?;
     s.broker
         .delete_attr(
             &tenant,

@@ -1178,3 +1178,54 @@ async fn merge_patches_compound_values() {
     let got = s.get_json(id, None).await;
     assert_eq!(got["address"]["value"]["city"], "Berlin");
 }
+
+/// `?type=` on single-entity URLs gates the operation: another type answers 404 and changes nothing.
+#[tokio::test]
+async fn type_selector_gates_single_entity_operations() {
+    let s = TestServer::start().await;
+    s.create(&station(1, 30.5, 50.4, 5.0), Some(ENV_CONTEXT))
+        .await;
+    let id = "/entities/urn:ngsi-ld:AirQualityObserved:t1";
+    problem(
+        s.get(&format!("{id}?type=Building"), Some(ENV_CONTEXT))
+            .await,
+        404,
+    )
+    .await;
+    assert_eq!(
+        s.get(&format!("{id}?type=AirQualityObserved"), Some(ENV_CONTEXT))
+            .await
+            .status(),
+        200
+    );
+    let patch = json!({"pm25": {"type": "Property", "value": 99}});
+    let r = s
+        .send(
+            Method::PATCH,
+            &format!("{id}/attrs?type=Building"),
+            &patch,
+            Some(ENV_CONTEXT),
+        )
+        .await;
+    problem(r, 404).await;
+    let r = s
+        .req(Method::DELETE, &format!("{id}?type=Building"))
+        .header("Link", common::link(ENV_CONTEXT))
+        .send()
+        .await
+        .unwrap();
+    problem(r, 404).await;
+    assert_eq!(
+        s.get_json(id, Some(ENV_CONTEXT)).await["pm25"]["value"],
+        5.0
+    );
+    let r = s
+        .send(
+            Method::PATCH,
+            &format!("{id}/attrs?type=AirQualityObserved"),
+            &patch,
+            Some(ENV_CONTEXT),
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+}
