@@ -290,6 +290,19 @@ impl Broker {
                 let r = update::append(&mut e, attrs, no_overwrite);
                 let mut changed = !r.updated.is_empty() | add_types(&mut e, &new_types);
                 if let Some(s) = scope {
+                    // noOverwrite keeps the scopes there are and adds the new ones.
+                    let s = match (no_overwrite, e.get("scope")) {
+                        (true, Some(Value::Array(old))) => {
+                            let mut all = old.clone();
+                            for x in s.as_array().into_iter().flatten() {
+                                if !all.contains(x) {
+                                    all.push(x.clone());
+                                }
+                            }
+                            Value::Array(all)
+                        }
+                        _ => s,
+                    };
                     e.insert("scope".into(), s);
                     changed = true;
                 }
@@ -325,6 +338,10 @@ impl Broker {
         parser.allow_null = true;
         let attrs = parser.attributes(obj)?;
         let new_types = body_types(&parser, obj)?;
+        let scope = obj
+            .get("scope")
+            .map(misto_ngsild::entity::parse_scope)
+            .transpose()?;
         let idc = id.to_string();
         let out = std::sync::Arc::new(std::sync::Mutex::new(UpdateResult::default()));
         let outc = out.clone();
@@ -334,7 +351,17 @@ impl Broker {
             id,
             Box::new(move |cur| {
                 let mut e = cur.cloned().ok_or_else(|| not_found(&idc))?;
-                let r = update::update(&mut e, attrs);
+                let mut r = update::update(&mut e, attrs);
+                // Like an attribute, scope is updated only where the entity has one.
+                if let Some(s) = scope {
+                    if e.contains_key("scope") {
+                        e.insert("scope".into(), s);
+                        r.updated.push("scope".into());
+                    } else {
+                        r.not_updated
+                            .push(("scope".into(), "the entity has no scope".into()));
+                    }
+                }
                 let changed = !r.updated.is_empty() | add_types(&mut e, &new_types);
                 if let Ok(mut o) = outc.lock() {
                     *o = r;
@@ -362,6 +389,11 @@ impl Broker {
         body: &Value,
     ) -> Result<()> {
         check_id(id)?;
+        if attr == "scope" {
+            return Err(NgsiError::bad_data(
+                "scope is not an attribute: it is replaced by PATCH /entities/{id}/attrs or a merge",
+            ));
+        }
         let obj = body_object(body)?;
         let ts = now();
         let mut parser = Parser::new(ctx, &ts);
@@ -420,6 +452,11 @@ impl Broker {
         body: &Value,
     ) -> Result<()> {
         check_id(id)?;
+        if attr == "scope" {
+            return Err(NgsiError::bad_data(
+                "scope is not an attribute: it is replaced by PATCH /entities/{id}/attrs or a merge",
+            ));
+        }
         body_object(body)?;
         let ts = now();
         let parser = Parser::new(ctx, &ts);
@@ -471,6 +508,25 @@ impl Broker {
             if !is_uri(ds) {
                 return Err(NgsiError::bad_data("datasetId must be a URI"));
             }
+        }
+        if attr == "scope" {
+            let idc = id.to_string();
+            let ts = now();
+            self.modify_one(
+                tenant,
+                Some(ctx),
+                id,
+                Box::new(move |cur| {
+                    let mut e = cur.cloned().ok_or_else(|| not_found(&idc))?;
+                    if e.remove("scope").is_none() {
+                        return Err(NgsiError::not_found(format!("entity {idc} has no scope")));
+                    }
+                    e.insert("modifiedAt".into(), Value::String(ts));
+                    Ok(Change::Put(e))
+                }),
+            )
+            .await?;
+            return Ok(());
         }
         let name = ctx.expand(attr);
         let idc = id.to_string();

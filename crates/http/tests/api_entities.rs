@@ -1229,3 +1229,67 @@ async fn type_selector_gates_single_entity_operations() {
         .await;
     assert_eq!(r.status(), 204);
 }
+
+/// Scope through the attribute operations: appended (merged with noOverwrite), updated only where present,
+/// deletable, never partially updated or replaced as an attribute.
+#[tokio::test]
+async fn scope_through_attribute_operations() {
+    let s = TestServer::start().await;
+    let mut e = station(1, 30.5, 50.4, 5.0);
+    e["scope"] = json!("/Kyiv/Podil");
+    s.create(&e, Some(ENV_CONTEXT)).await;
+    let id = "/entities/urn:ngsi-ld:AirQualityObserved:t1";
+    let r = s
+        .send(
+            Method::POST,
+            &format!("{id}/attrs?options=noOverwrite"),
+            &json!({"scope": "/Kyiv/Obolon"}),
+            Some(ENV_CONTEXT),
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        s.get_json(id, Some(ENV_CONTEXT)).await["scope"],
+        json!(["/Kyiv/Podil", "/Kyiv/Obolon"])
+    );
+    let r = s
+        .send(
+            Method::PATCH,
+            &format!("{id}/attrs"),
+            &json!({"scope": "/Lviv"}),
+            Some(ENV_CONTEXT),
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(s.get_json(id, Some(ENV_CONTEXT)).await["scope"], "/Lviv");
+    let r = s
+        .send(
+            Method::PATCH,
+            &format!("{id}/attrs/scope"),
+            &json!({"value": "/x"}),
+            Some(ENV_CONTEXT),
+        )
+        .await;
+    problem(r, 400).await;
+    let r = s
+        .req(Method::DELETE, &format!("{id}/attrs/scope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(s
+        .get_json(id, Some(ENV_CONTEXT))
+        .await
+        .get("scope")
+        .is_none());
+    // Without a scope, an update of scope is reported as not done.
+    let r = s
+        .send(
+            Method::PATCH,
+            &format!("{id}/attrs"),
+            &json!({"scope": "/Lviv"}),
+            Some(ENV_CONTEXT),
+        )
+        .await;
+    assert_eq!(r.status(), 207);
+}
