@@ -176,6 +176,101 @@ pub fn json_body(
     Ok(JsonBody { body, context })
 }
 
+/// A batch body: its items, the `@context` they share, and the items refused on their own (an entity with an
+/// `@context` under `application/json`, one without under `application/ld+json`): those are errors of that
+/// entity in the 207 answer, not of the whole batch. A `null` item makes the whole batch invalid.
+pub struct BatchBody {
+    pub items: Vec<Value>,
+    pub context: Option<Value>,
+    pub refused: Vec<(String, NgsiError)>,
+}
+
+pub fn batch_json_body(headers: &HeaderMap, bytes: &[u8]) -> Result<BatchBody, NgsiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| {
+            s.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    let ld = match ct.as_deref() {
+        Some("application/json") => false,
+        Some("application/ld+json") => true,
+        None => {
+            return Err(NgsiError::new(
+                ErrorKind::UnsupportedMediaType,
+                "Content-Type is missing; use application/json or application/ld+json",
+            ))
+        }
+        Some(other) => {
+            return Err(NgsiError::new(
+                ErrorKind::UnsupportedMediaType,
+                format!("Content-Type '{other}' is not supported; use application/json or application/ld+json"),
+            ))
+        }
+    };
+    if bytes.is_empty() {
+        return Err(NgsiError::invalid("the request body is empty"));
+    }
+    let body: Value = serde_json::from_slice(bytes)
+        .map_err(|e| NgsiError::invalid(format!("the body is not valid JSON: {e}")))?;
+    let Value::Array(all) = body else {
+        return Err(NgsiError::bad_data("a batch body must be a JSON array"));
+    };
+    if all.iter().any(Value::is_null) {
+        return Err(NgsiError::bad_data(
+            "a batch must not contain null items (§5.6.7): nothing was done",
+        ));
+    }
+    let link = link_context(headers)?;
+    if ld && link.is_some() {
+        return Err(NgsiError::bad_data(
+            "with Content-Type application/ld+json the @context must be in the body, not in a Link header",
+        ));
+    }
+    let mut out = BatchBody {
+        items: Vec::with_capacity(all.len()),
+        context: if ld { None } else { link.map(Value::String) },
+        refused: Vec::new(),
+    };
+    for mut item in all {
+        let id = item
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let Some(o) = item.as_object_mut() else {
+            out.items.push(item);
+            continue;
+        };
+        match (ld, o.remove("@context")) {
+            (true, None) => out.refused.push((
+                id,
+                NgsiError::bad_data(
+                    "with Content-Type application/ld+json every entity needs an @context",
+                ),
+            )),
+            (false, Some(_)) => out.refused.push((
+                id,
+                NgsiError::bad_data(
+                    "with Content-Type application/json the @context must be given in a Link header, not in the body",
+                ),
+            )),
+            (true, Some(c)) => {
+                if out.context.is_none() {
+                    out.context = Some(c);
+                }
+                out.items.push(item);
+            }
+            (false, None) => out.items.push(item),
+        }
+    }
+    Ok(out)
+}
+
 /// The `@context` of a request without a body (GET, DELETE): the Link header's, if any.
 pub fn query_context(headers: &HeaderMap) -> Result<Option<Value>, NgsiError> {
     Ok(link_context(headers)?.map(Value::String))

@@ -25,6 +25,22 @@ fn multi_status(o: &BatchOutcome) -> Response {
     r
 }
 
+/// Run a batch over the items that passed the request-level checks; the refused ones join its errors. When
+/// every item was refused, the batch itself does not run.
+async fn with_refused(
+    run: impl std::future::Future<Output = Result<BatchOutcome, NgsiError>>,
+    refused: Vec<(String, NgsiError)>,
+    all_refused: bool,
+) -> Result<BatchOutcome, NgsiError> {
+    let mut o = if refused.is_empty() || !all_refused {
+        run.await?
+    } else {
+        BatchOutcome::default()
+    };
+    o.errors.splice(0..0, refused);
+    Ok(o)
+}
+
 fn json_response(status: StatusCode, body: Value) -> Response {
     let mut r = (status, body.to_string()).into_response();
     r.headers_mut().insert(
@@ -40,8 +56,15 @@ pub async fn create(
     LimitedBody(bytes): LimitedBody,
 ) -> ApiResult {
     let tenant = request::tenant(&headers)?;
-    let (body, ctx) = request::body(&s, &headers, &bytes, false).await?;
-    let o = s.broker.batch_create(&tenant, &ctx, &body).await?;
+    let (b, ctx) = request::batch_body(&s, &headers, &bytes).await?;
+    let all_refused = b.items.is_empty();
+    let body = Value::Array(b.items);
+    let o = with_refused(
+        s.broker.batch_create(&tenant, &ctx, &body),
+        b.refused,
+        all_refused,
+    )
+    .await?;
     if !o.success.is_empty() {
         s.note_tenant(&tenant);
     }
@@ -59,13 +82,20 @@ pub async fn upsert(
 ) -> ApiResult {
     let p = request::params(q.as_deref())?;
     let tenant = request::tenant(&headers)?;
-    let (body, ctx) = request::body(&s, &headers, &bytes, false).await?;
+    let (b, ctx) = request::batch_body(&s, &headers, &bytes).await?;
+    let all_refused = b.items.is_empty();
+    let body = Value::Array(b.items);
     let opts = p.options()?;
     let update = opts.iter().any(|o| o == "update");
     if update && opts.iter().any(|o| o == "replace") {
         return Err(NgsiError::bad_data("options replace and update exclude each other").into());
     }
-    let o = s.broker.batch_upsert(&tenant, &ctx, &body, !update).await?;
+    let o = with_refused(
+        s.broker.batch_upsert(&tenant, &ctx, &body, !update),
+        b.refused,
+        all_refused,
+    )
+    .await?;
     if !o.success.is_empty() {
         s.note_tenant(&tenant);
     }
@@ -87,11 +117,16 @@ pub async fn update(
 ) -> ApiResult {
     let p = request::params(q.as_deref())?;
     let tenant = request::tenant(&headers)?;
-    let (body, ctx) = request::body(&s, &headers, &bytes, false).await?;
-    let o = s
-        .broker
-        .batch_update(&tenant, &ctx, &body, p.has_option("noOverwrite")?)
-        .await?;
+    let (b, ctx) = request::batch_body(&s, &headers, &bytes).await?;
+    let no_overwrite = p.has_option("noOverwrite")?;
+    let all_refused = b.items.is_empty();
+    let body = Value::Array(b.items);
+    let o = with_refused(
+        s.broker.batch_update(&tenant, &ctx, &body, no_overwrite),
+        b.refused,
+        all_refused,
+    )
+    .await?;
     if o.errors.is_empty() {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
@@ -101,8 +136,15 @@ pub async fn update(
 
 pub async fn merge(State(s): St, headers: HeaderMap, LimitedBody(bytes): LimitedBody) -> ApiResult {
     let tenant = request::tenant(&headers)?;
-    let (body, ctx) = request::body(&s, &headers, &bytes, false).await?;
-    let o = s.broker.batch_merge(&tenant, &ctx, &body).await?;
+    let (b, ctx) = request::batch_body(&s, &headers, &bytes).await?;
+    let all_refused = b.items.is_empty();
+    let body = Value::Array(b.items);
+    let o = with_refused(
+        s.broker.batch_merge(&tenant, &ctx, &body),
+        b.refused,
+        all_refused,
+    )
+    .await?;
     if o.errors.is_empty() {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
@@ -116,8 +158,15 @@ pub async fn delete(
     LimitedBody(bytes): LimitedBody,
 ) -> ApiResult {
     let tenant = request::tenant(&headers)?;
-    let (body, _ctx) = request::body(&s, &headers, &bytes, false).await?;
-    let o = s.broker.batch_delete(&tenant, &body).await?;
+    let (b, _ctx) = request::batch_body(&s, &headers, &bytes).await?;
+    let all_refused = b.items.is_empty();
+    let body = Value::Array(b.items);
+    let o = with_refused(
+        s.broker.batch_delete(&tenant, &body),
+        b.refused,
+        all_refused,
+    )
+    .await?;
     if o.errors.is_empty() {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {

@@ -71,6 +71,27 @@ pub async fn body(
     Ok((body, ctx))
 }
 
+/// A batch body (see [`negotiate::batch_json_body`]) with its context resolved.
+pub async fn batch_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    bytes: &Bytes,
+) -> Result<(negotiate::BatchBody, Context), NgsiError> {
+    if bytes.len() > state.config.body_limit {
+        return Err(NgsiError::new(
+            ErrorKind::PayloadTooLarge,
+            format!(
+                "the body has {} bytes; the limit is {}",
+                bytes.len(),
+                state.config.body_limit
+            ),
+        ));
+    }
+    let b = negotiate::batch_json_body(headers, bytes)?;
+    let ctx = state.broker.contexts.resolve(b.context.as_ref()).await?;
+    Ok((b, ctx))
+}
+
 pub fn params(raw: Option<&str>) -> Result<Params, NgsiError> {
     Params::parse(raw)
 }

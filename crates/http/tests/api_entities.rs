@@ -1293,3 +1293,33 @@ async fn scope_through_attribute_operations() {
         .await;
     assert_eq!(r.status(), 207);
 }
+
+/// Batch items are judged one by one: an entity whose @context does not fit the Content-Type fails alone;
+/// a batch delete takes plain ids under either content type.
+#[tokio::test]
+async fn batch_items_fail_alone() {
+    let s = TestServer::start().await;
+    let body = json!([
+        {"id": "urn:ngsi-ld:T:ok", "type": "T", "@context": CORE_CONTEXT},
+        {"id": "urn:ngsi-ld:T:bare", "type": "T"}
+    ]);
+    let r = s
+        .req(Method::POST, "/entityOperations/create")
+        .header("Content-Type", "application/ld+json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 207);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["success"], json!(["urn:ngsi-ld:T:ok"]));
+    assert_eq!(v["errors"][0]["entityId"], "urn:ngsi-ld:T:bare");
+    let r = s
+        .req(Method::POST, "/entityOperations/delete")
+        .header("Content-Type", "application/ld+json")
+        .body(json!(["urn:ngsi-ld:T:ok"]).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+}

@@ -344,11 +344,12 @@ fn corpus() -> Vec<Case> {
             503,
             "LdContextNotAvailable",
         ),
+        // A null item fails the whole batch (an entity without @context fails only itself: see api_entities).
         case(
             Method::POST,
             "/entityOperations/create",
-            LD,
-            Some(r#"[{"id": "urn:a:b", "type": "T"}]"#),
+            JSON,
+            Some(r#"[{"id": "urn:a:b", "type": "T"}, null]"#),
             400,
             "BadRequestData",
         ),
