@@ -692,6 +692,8 @@ impl Broker {
     ) -> Result<BatchOutcome> {
         let ts = now();
         let parser = Parser::new(ctx, &ts);
+        // Attributes each entity kept under noOverwrite: such an entity is reported as not fully updated.
+        let kept = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, Vec<String>)>::new()));
         let items = Self::batch_items(body)?
             .iter()
             .map(|item| {
@@ -704,18 +706,40 @@ impl Broker {
                 })?;
                 entity_id(obj).map_err(|e| (id.clone(), e))?;
                 let attrs = parser.attributes(obj).map_err(|e| (id.clone(), e))?;
+                let new_types = body_types(&parser, obj).map_err(|e| (id.clone(), e))?;
                 let idc = id.clone();
                 let ts = ts.clone();
+                let kept = kept.clone();
                 let f: ModifyFn = Box::new(move |cur| {
                     let mut e = cur.cloned().ok_or_else(|| not_found(&idc))?;
-                    update::append(&mut e, attrs, no_overwrite);
+                    let r = update::append(&mut e, attrs, no_overwrite);
+                    add_types(&mut e, &new_types);
+                    if !r.not_updated.is_empty() {
+                        if let Ok(mut k) = kept.lock() {
+                            k.push((idc, r.not_updated.into_iter().map(|(n, _)| n).collect()));
+                        }
+                    }
                     e.insert("modifiedAt".into(), Value::String(ts));
                     Ok(Change::Put(e))
                 });
                 Ok((id, f))
             })
             .collect();
-        self.run_batch(tenant, Some(ctx), items).await
+        let mut o = self.run_batch(tenant, Some(ctx), items).await?;
+        let kept = kept.lock().map(|k| k.clone()).unwrap_or_default();
+        for (id, names) in kept {
+            if let Some(pos) = o.success.iter().position(|s| *s == id) {
+                o.success.remove(pos);
+                o.errors.push((
+                    id,
+                    NgsiError::bad_data(format!(
+                        "not updated (noOverwrite keeps existing attributes): {}",
+                        names.join(", ")
+                    )),
+                ));
+            }
+        }
+        Ok(o)
     }
 
     /// `POST /entityOperations/merge`
