@@ -854,8 +854,28 @@ impl QTerm {
         match self {
             QTerm::Exists(p) => !targets(e, p).is_empty(),
             QTerm::NotExists(p) => targets(e, p).is_empty(),
+            // 4.9: a Relationship target combined with any operator but `==`/`!=` never matches.
+            QTerm::Compare(p, op, _)
+                if !matches!(op, Op::Eq | Op::Ne) && targets_relationship(e, p) =>
+            {
+                false
+            }
             QTerm::Compare(p, op, v) => targets(e, p).iter().any(|t| compare(t, *op, v)),
         }
+    }
+}
+
+/// Does the path name a (List)Relationship attribute itself (not a sub-attribute or a member)?
+fn targets_relationship(e: &Map<String, Value>, p: &AttrPath) -> bool {
+    if !p.sub.is_empty() || !p.members.is_empty() {
+        return false;
+    }
+    let is_rel =
+        |i: &Value| i.is_object() && matches!(kind(i), "Relationship" | "ListRelationship");
+    match e.get(&p.attr) {
+        Some(Value::Array(instances)) => !instances.is_empty() && instances.iter().all(is_rel),
+        Some(i) => is_rel(i),
+        None => false,
     }
 }
 

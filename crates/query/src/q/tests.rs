@@ -444,3 +444,12 @@ fn limits() {
     let many = vec!["a==1"; 1500].join(";");
     assert!(q(&many).matches(&json!({"a": [{"value": 1}]})));
 }
+
+#[test]
+fn ordering_operators_on_relationships_never_match() {
+    // 4.9: only `==` and `!=` apply to a Relationship target.
+    assert!(m("owner==\"urn:ngsi-ld:Person:1\""));
+    assert!(!m("owner>\"urn:a\""));
+    assert!(!m("owner<=\"urn:z\""));
+    assert!(!m("rels>\"urn:0\""));
+}
