@@ -8,6 +8,7 @@ mod negotiate;
 mod ops;
 mod paging;
 mod params;
+mod precheck;
 mod problem;
 mod rendered;
 mod request;
@@ -132,6 +133,7 @@ pub fn router(state: AppState) -> Router {
             "/jsonldContexts/{id}",
             get(catalog::get_context).delete(catalog::delete_context),
         )
+        .route_layer(middleware::from_fn(precheck::precheck))
         .method_not_allowed_fallback(health::method_not_allowed)
         .fallback(health::not_found);
     let routes = Router::new()

@@ -770,14 +770,14 @@ async fn hosted_contexts() {
     // The shipped Smart Data Models contexts are listed.
     let cached = s.get_json("/jsonldContexts?kind=Cached", None).await;
     assert!(cached.as_array().unwrap().contains(&json!(ENV_CONTEXT)));
-    // Unknown remote contexts with fetching off: 503 LdContextNotAvailable.
+    // Unknown remote contexts with fetching off: 504 LdContextNotAvailable.
     let r = s
         .get(
             "/entities/urn:ngsi-ld:Bridge:paton",
             Some("https://example.invalid/ctx.jsonld"),
         )
         .await;
-    let p = problem(r, 503).await;
+    let p = problem(r, 504).await;
     assert_eq!(
         p["type"],
         "https://uri.etsi.org/ngsi-ld/errors/LdContextNotAvailable"
@@ -813,8 +813,19 @@ async fn health_ready_metrics() {
     let r = s.req(Method::DELETE, "/types").send().await.unwrap();
     problem(r, 405).await;
     // Replacing or merging with no id in the path is bad data, not a wrong method.
-    let r = s.req(Method::PUT, "/entities").send().await.unwrap();
+    let r = s.send(Method::PUT, "/entities", &json!({}), None).await;
     problem(r, 400).await;
+    // A body must declare its length: a chunked one gets a bare 411.
+    let chunks = futures::stream::iter(vec![Ok::<_, std::io::Error>(b"{}".to_vec())]);
+    let r = s
+        .req(Method::POST, "/entities")
+        .header("Content-Type", "application/json")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 411);
+    assert!(r.text().await.unwrap().is_empty());
     // A trailing slash names the same resource.
     let r = s
         .req(Method::GET, "/entities/?type=T")

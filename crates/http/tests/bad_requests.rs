@@ -341,7 +341,7 @@ fn corpus() -> Vec<Case> {
             Some(
                 r#"{"@context": "https://example.invalid/none.jsonld", "id": "urn:a:b", "type": "T"}"#,
             ),
-            503,
+            504,
             "LdContextNotAvailable",
         ),
         // A null item fails the whole batch (an entity without @context fails only itself: see api_entities).
@@ -472,6 +472,17 @@ fn corpus() -> Vec<Case> {
         query("attrs=createdAt"),
         query("q=modifiedAt>%222020-01-01T00:00:00Z%22"),
         query("type=T&csf=))bad(("),
+        get(
+            "/entities?type=T&invalidParams=invalidValue",
+            400,
+            "InvalidRequest",
+        ),
+        get("/types?invalidParams=invalidValue", 400, "InvalidRequest"),
+        delete(
+            "/entities?type=T&invalidParams=invalidValue",
+            400,
+            "InvalidRequest",
+        ),
         query("type=T&scopeQ=(/a;/b"),
         query("id=urn:ngsi-ld:T:1,urn:ngsi-ld:T:2"),
         query("idPattern=.*"),

@@ -23,6 +23,8 @@ pub enum ErrorKind {
     Forbidden,
     ServiceUnavailable,
     NonexistentTenant,
+    /// A body without a declared length (HTTP 411).
+    LengthRequired,
 }
 
 impl ErrorKind {
@@ -55,6 +57,7 @@ impl ErrorKind {
                 "https://uri.etsi.org/ngsi-ld/errors/ServiceUnavailable"
             }
             ErrorKind::NonexistentTenant => "https://uri.etsi.org/ngsi-ld/errors/NonexistentTenant",
+            ErrorKind::LengthRequired => "https://uri.etsi.org/ngsi-ld/errors/LengthRequired",
         }
     }
 
@@ -71,7 +74,9 @@ impl ErrorKind {
             ErrorKind::UnsupportedMediaType => 415,
             ErrorKind::OperationNotSupported => 422,
             ErrorKind::InternalError => 500,
-            ErrorKind::LdContextNotAvailable => 503,
+            ErrorKind::LengthRequired => 411,
+            // A remote @context that cannot be fetched is a gateway failure (ETSI TP 043_01).
+            ErrorKind::LdContextNotAvailable => 504,
             ErrorKind::ServiceUnavailable => 503,
             ErrorKind::TooComplexQuery | ErrorKind::TooManyResults => 403,
         }
@@ -97,6 +102,7 @@ impl ErrorKind {
             ErrorKind::Forbidden => "Forbidden",
             ErrorKind::ServiceUnavailable => "Service unavailable",
             ErrorKind::NonexistentTenant => "Nonexistent tenant",
+            ErrorKind::LengthRequired => "Length required",
         }
     }
 }
