@@ -18,7 +18,9 @@ pub enum Accept {
     GeoJson,
 }
 
-/// Pick the response type from `Accept` (q-values honoured; `*/*` and `application/*` mean JSON).
+/// Pick the response type from `Accept` (§6.3.4 with RFC 9110 §5.3.2): each representation the operation offers
+/// takes the weight of the most specific media range matching it (exact > `type/*` > `*/*`); weight 0 refuses it;
+/// among equal weights the §6.3.4 list order (JSON, JSON-LD, GeoJSON) decides. A malformed `q` keeps weight 1.
 pub fn accept(headers: &HeaderMap, allow_geo: bool) -> Result<Accept, NgsiError> {
     let Some(raw) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
         return Ok(Accept::Json);
@@ -26,25 +28,38 @@ pub fn accept(headers: &HeaderMap, allow_geo: bool) -> Result<Accept, NgsiError>
     if raw.trim().is_empty() {
         return Ok(Accept::Json);
     }
+    // (media range, weight) per listed entry.
+    let ranges: Vec<(String, f32)> = raw
+        .split(',')
+        .map(|part| {
+            let mut it = part.split(';');
+            let mime = it.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = it
+                .filter_map(|p| p.trim().strip_prefix("q=").map(str::trim))
+                .filter_map(|v| v.parse::<f32>().ok())
+                .filter(|q| (0.0..=1.0).contains(q))
+                .last()
+                .unwrap_or(1.0);
+            (mime, q)
+        })
+        .collect();
+    let offers: &[(&str, Accept)] = if allow_geo {
+        &[
+            ("application/json", Accept::Json),
+            ("application/ld+json", Accept::JsonLd),
+            ("application/geo+json", Accept::GeoJson),
+        ]
+    } else {
+        &[
+            ("application/json", Accept::Json),
+            ("application/ld+json", Accept::JsonLd),
+        ]
+    };
     let mut best: Option<(f32, Accept)> = None;
-    for part in raw.split(',') {
-        let mut it = part.split(';');
-        let mime = it.next().unwrap_or("").trim().to_ascii_lowercase();
-        let mut q = 1.0f32;
-        for p in it {
-            if let Some(v) = p.trim().strip_prefix("q=") {
-                q = v.parse().unwrap_or(0.0);
-            }
-        }
-        let a = match mime.as_str() {
-            "application/json" | "*/*" | "application/*" => Some(Accept::Json),
-            "application/ld+json" => Some(Accept::JsonLd),
-            "application/geo+json" if allow_geo => Some(Accept::GeoJson),
-            _ => None,
-        };
-        if let Some(a) = a {
+    for (mime, a) in offers {
+        if let Some(q) = weight_of(mime, &ranges) {
             if q > 0.0 && best.is_none_or(|(bq, _)| q > bq) {
-                best = Some((q, a));
+                best = Some((q, *a));
             }
         }
     }
@@ -54,6 +69,27 @@ pub fn accept(headers: &HeaderMap, allow_geo: bool) -> Result<Accept, NgsiError>
             format!("cannot answer with any of the accepted types '{raw}'; use application/json or application/ld+json"),
         )
     })
+}
+
+/// The weight `mime` gets from the most specific matching range, if any range matches it.
+fn weight_of(mime: &str, ranges: &[(String, f32)]) -> Option<f32> {
+    let major = mime.split('/').next().unwrap_or("");
+    let mut best: Option<(u8, f32)> = None;
+    for (range, q) in ranges {
+        let specificity = if range == mime {
+            3
+        } else if range.strip_suffix("/*") == Some(major) {
+            2
+        } else if range == "*/*" {
+            1
+        } else {
+            continue;
+        };
+        if best.is_none_or(|(s, _)| specificity > s) {
+            best = Some((specificity, *q));
+        }
+    }
+    best.map(|(_, q)| q)
 }
 
 /// The `@context` URL of a `Link` header with the JSON-LD context relation.

@@ -145,6 +145,35 @@ async fn ld_json_in_and_out() {
     problem(r, 406).await;
 }
 
+/// §6.3.4 list order breaks ties between accepted types; RFC 9110 §5.3.2 weights come from the most specific range.
+#[tokio::test]
+async fn accept_precedence_follows_list_order_and_specific_weights() {
+    let s = TestServer::start().await;
+    s.create(&station(9, 30.5, 50.4, 5.0), Some(ENV_CONTEXT))
+        .await;
+    let cases = [
+        ("application/ld+json, application/json", "application/json"),
+        ("application/geo+json, application/json", "application/json"),
+        ("application/json;q=0, */*", "application/ld+json"),
+        (
+            "application/json;q=0.1, application/ld+json;q=0.9",
+            "application/ld+json",
+        ),
+        ("*/*;q=0.9, application/ld+json;q=0.8", "application/json"),
+        ("application/ld+json;q=notanumber", "application/ld+json"),
+    ];
+    for (accept, expected) in cases {
+        let r = s
+            .req(Method::GET, "/entities/urn:ngsi-ld:AirQualityObserved:t9")
+            .header("Accept", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{accept}");
+        assert_eq!(r.headers()["content-type"], expected, "{accept}");
+    }
+}
+
 #[tokio::test]
 async fn errors_for_conflicts_and_missing() {
     let s = TestServer::start().await;
