@@ -218,13 +218,13 @@ impl ContextStore {
         if bytes.len() > 4 << 20 {
             return Err(unavailable("the document is larger than 4 MiB".into()));
         }
-        let body: Value =
-            serde_json::from_slice(&bytes).map_err(|e| unavailable(format!("not JSON: {e}")))?;
+        // A document that arrived but is not a context is bad data of the request (§5.5.6), not an outage.
+        let body: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| NgsiError::bad_data(format!("the @context at {url} is not JSON: {e}")))?;
         if !body.is_object() || body.get("@context").is_none() {
-            return Err(NgsiError::new(
-                ErrorKind::LdContextNotAvailable,
-                format!("the document at {url} is not a JSON-LD context (no @context member)"),
-            ));
+            return Err(NgsiError::bad_data(format!(
+                "the document at {url} is not a JSON-LD context (no @context member)"
+            )));
         }
         self.insert(url, ContextKind::Cached, body.clone());
         Ok(body)

@@ -4,6 +4,7 @@
 mod catalog;
 mod entities;
 mod health;
+mod identity;
 mod negotiate;
 mod ops;
 mod paging;
@@ -51,6 +52,7 @@ pub struct AppState {
     metrics: Option<PrometheusHandle>,
     /// Tenants that exist (have been written to), for the spec's NonexistentTenant answer on reads.
     tenants: Arc<RwLock<HashSet<String>>>,
+    identity: identity::Identity,
 }
 
 impl AppState {
@@ -68,6 +70,7 @@ impl AppState {
             config,
             metrics,
             tenants: Arc::new(RwLock::new(known)),
+            identity: identity::Identity::default(),
         }
     }
 
@@ -121,6 +124,7 @@ pub fn router(state: AppState) -> Router {
         .route("/entityOperations/delete", post(ops::delete))
         .route("/entityOperations/merge", post(ops::merge))
         .route("/entityOperations/query", post(ops::query))
+        .route("/info/sourceIdentity", get(identity::source_identity))
         .route("/types", get(catalog::types))
         .route("/types/{type}", get(catalog::type_info))
         .route("/attributes", get(catalog::attributes))

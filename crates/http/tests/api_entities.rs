@@ -1363,3 +1363,27 @@ async fn batch_items_fail_alone() {
         .unwrap();
     assert_eq!(r.status(), 204);
 }
+
+/// `/info/sourceIdentity`: a URN id, an alias per tenant, the uptime as an ISO 8601 duration.
+#[tokio::test]
+async fn source_identity_names_the_broker_per_tenant() {
+    let s = TestServer::start().await;
+    let get = |tenant: Option<&'static str>| {
+        let mut r = s.req(Method::GET, "/info/sourceIdentity");
+        if let Some(t) = tenant {
+            r = r.header("NGSILD-Tenant", t);
+        }
+        async move { r.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let d = get(None).await;
+    assert_eq!(d["type"], "ContextSourceIdentity");
+    assert!(d["id"].as_str().unwrap().starts_with("urn:"));
+    let up = d["contextSourceUptime"].as_str().unwrap();
+    assert!(up.starts_with("PT") && up.ends_with('S'), "{up}");
+    assert!(d["contextSourceTimeAt"].as_str().unwrap().ends_with('Z'));
+    let a = get(Some("a")).await;
+    let b = get(Some("b")).await;
+    assert_ne!(a["contextSourceAlias"], d["contextSourceAlias"]);
+    assert_ne!(a["contextSourceAlias"], b["contextSourceAlias"]);
+    assert_eq!(a["id"], d["id"]);
+}
