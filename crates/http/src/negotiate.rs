@@ -37,8 +37,7 @@ pub fn accept(headers: &HeaderMap, allow_geo: bool) -> Result<Accept, NgsiError>
             let q = it
                 .filter_map(|p| p.trim().strip_prefix("q=").map(str::trim))
                 .filter_map(|v| v.parse::<f32>().ok())
-                .filter(|q| (0.0..=1.0).contains(q))
-                .last()
+                .rfind(|q| (0.0..=1.0).contains(q))
                 .unwrap_or(1.0);
             (mime, q)
         })
