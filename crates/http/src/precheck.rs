@@ -1,5 +1,6 @@
 //! Checks every API request passes before its handler runs: a body's length must be declared (411), and only
-//! the query parameters the operation defines may appear (an unknown one is an InvalidRequest, §6.3.20).
+//! the query parameters the operation defines may appear (an unknown one is an InvalidRequest, §6.3.20). Answers
+//! echo the request's tenant.
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::{header, Method, StatusCode};
@@ -108,5 +109,11 @@ pub(crate) async fn precheck(req: Request, next: Next) -> Response {
             }
         }
     }
-    next.run(req).await
+    // Every answer names the tenant it was given for (§6.3.14).
+    let tenant = req.headers().get("NGSILD-Tenant").cloned();
+    let mut resp = next.run(req).await;
+    if let Some(t) = tenant {
+        resp.headers_mut().entry("NGSILD-Tenant").or_insert(t);
+    }
+    resp
 }

@@ -662,7 +662,14 @@ async fn tenants_are_isolated() {
         0,
         "the default tenant sees neither"
     );
+    let r = get(Some("lviv")).await.unwrap();
+    assert_eq!(
+        r.headers()["NGSILD-Tenant"],
+        "lviv",
+        "answers name their tenant"
+    );
     let r = get(Some("nowhere")).await.unwrap();
+    assert_eq!(r.headers()["NGSILD-Tenant"], "nowhere");
     let p = problem(r, 404).await;
     assert_eq!(
         p["type"],
