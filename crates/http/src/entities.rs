@@ -215,7 +215,9 @@ pub async fn retrieve(
     }
     let body = if accept == Accept::GeoJson {
         let mut f = render_feature(&e, &ctx, &opts, &geoproperty(&p, &ctx));
-        f["@context"] = ctx.source();
+        if !crate::negotiate::prefers_plain_json(&headers) {
+            f["@context"] = ctx.source();
+        }
         f
     } else {
         render_entity(&e, &ctx, &opts)
@@ -270,14 +272,18 @@ pub(crate) fn query_response(
     p: &Params,
     opts: &RenderOptions,
     accept: Accept,
+    plain_json: bool,
 ) -> ApiResult {
     let body = if accept == Accept::GeoJson {
         let gp = geoproperty(p, ctx);
-        json!({
+        let mut fc = json!({
             "type": "FeatureCollection",
             "features": result.entities.iter().map(|e| render_feature(e, ctx, opts, &gp)).collect::<Vec<_>>(),
-            "@context": ctx.source(),
-        })
+        });
+        if !plain_json {
+            fc["@context"] = ctx.source();
+        }
+        fc
     } else {
         Value::Array(
             result
@@ -327,7 +333,8 @@ pub async fn query(State(s): St, headers: HeaderMap, RawQuery(q): RawQuery) -> A
     } else {
         let result = s.broker.query_entities(&tenant, &ctx, &params).await?;
         page.more = result.more;
-        query_response(&s, result, &ctx, &p, &opts, accept)?
+        let plain = crate::negotiate::prefers_plain_json(&headers);
+        query_response(&s, result, &ctx, &p, &opts, accept, plain)?
     };
     paging::add_links(&mut r, "/ngsi-ld/v1/entities", &p, &page);
     Ok(r)

@@ -91,6 +91,16 @@ fn weight_of(mime: &str, ranges: &[(String, f32)]) -> Option<f32> {
     best.map(|(_, q)| q)
 }
 
+/// `Prefer: body=json` (§6.3.6): a GeoJSON answer leaves its `@context` to the Link header.
+pub fn prefers_plain_json(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([',', ';']))
+        .any(|p| p.trim().eq_ignore_ascii_case("body=json"))
+}
+
 /// The `@context` URL of a `Link` header with the JSON-LD context relation.
 pub fn link_context(headers: &HeaderMap) -> Result<Option<String>, NgsiError> {
     let mut found = None;

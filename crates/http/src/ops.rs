@@ -333,5 +333,6 @@ pub async fn query(
     }
     let tenant = request::read_tenant(&s, &headers)?;
     let result = s.broker.query_entities(&tenant, &ctx, &params).await?;
-    query_response(&s, result, &ctx, &p, &opts, accept)
+    let plain = crate::negotiate::prefers_plain_json(&headers);
+    query_response(&s, result, &ctx, &p, &opts, accept, plain)
 }

@@ -509,6 +509,19 @@ async fn queries_by_type_q_geo_and_pages() {
     assert_eq!(fc["type"], "FeatureCollection");
     assert_eq!(fc["features"][0]["geometry"]["type"], "Point");
     assert_eq!(fc["features"][0]["properties"]["pm25"]["value"], 0.0);
+    assert!(fc.get("@context").is_some());
+    // Prefer: body=json leaves the context to the Link header.
+    let r = s
+        .req(Method::GET, &q("type=AirQualityObserved&limit=2"))
+        .header("Accept", "application/geo+json")
+        .header("Prefer", "body=json")
+        .header("Link", common::link(ENV_CONTEXT))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().contains_key("link"));
+    let fc: Value = r.json().await.unwrap();
+    assert!(fc.get("@context").is_none());
 }
 
 #[tokio::test]
