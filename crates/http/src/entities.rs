@@ -47,6 +47,16 @@ fn names_valid(param: &str, names: &[String]) -> Result<(), NgsiError> {
 }
 
 /// Rendering options from the parameters.
+/// `geometryProperty` only shapes GeoJSON answers (§6.3.15): asking for it in another one is bad data.
+fn check_geometry_property(p: &Params, accept: Accept) -> Result<(), NgsiError> {
+    if p.get("geometryProperty").is_some() && accept != Accept::GeoJson {
+        return Err(NgsiError::bad_data(
+            "geometryProperty applies to application/geo+json answers only",
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn render_options(p: &Params, ctx: &Context) -> Result<RenderOptions, NgsiError> {
     let mut o = RenderOptions::new(p.format()?);
     o.sys_attrs = p.has_option("sysAttrs")?;
@@ -197,6 +207,7 @@ pub async fn retrieve(
 ) -> ApiResult {
     let p = request::params(q.as_deref())?;
     let accept = request::accept(&headers, true)?;
+    check_geometry_property(&p, accept)?;
     let tenant = request::read_tenant(&s, &headers)?;
     let ctx = request::context(&s, &headers).await?;
     let opts = render_options(&p, &ctx)?;
@@ -305,6 +316,7 @@ pub(crate) fn query_response(
 pub async fn query(State(s): St, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
     let p = request::params(q.as_deref())?;
     let accept = request::accept(&headers, true)?;
+    check_geometry_property(&p, accept)?;
     let ctx = request::context(&s, &headers).await?;
     let params = query_params(&p)?;
     let opts = render_options(&p, &ctx)?;

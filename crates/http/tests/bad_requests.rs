@@ -478,6 +478,12 @@ fn corpus() -> Vec<Case> {
             "InvalidRequest",
         ),
         get("/types?invalidParams=invalidValue", 400, "InvalidRequest"),
+        query("type=T&geometryProperty=location"),
+        get(
+            "/entities/urn:ngsi-ld:T:1?geometryProperty=location",
+            400,
+            "BadRequestData",
+        ),
         delete(
             "/entities?type=T&invalidParams=invalidValue",
             400,
