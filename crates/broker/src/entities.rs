@@ -389,6 +389,8 @@ impl Broker {
         body: &Value,
     ) -> Result<()> {
         check_id(id)?;
+        misto_ngsild::validate::check_name(attr)
+            .map_err(|e| NgsiError::bad_data(format!("invalid attribute name: {e}")))?;
         if attr == "scope" {
             return Err(NgsiError::bad_data(
                 "scope is not an attribute: it is replaced by PATCH /entities/{id}/attrs or a merge",
@@ -432,6 +434,17 @@ impl Broker {
                         e.remove(&name);
                     }
                 } else if let Some(target) = list[pos].as_object_mut() {
+                    // A partial update keeps the attribute's kind (§5.6.4).
+                    let kind_of = |m: &serde_json::Map<String, Value>| {
+                        m.get("type").and_then(Value::as_str).map(str::to_string)
+                    };
+                    if let (Some(new), Some(old)) = (kind_of(&inst), kind_of(target)) {
+                        if new != old {
+                            return Err(NgsiError::bad_data(format!(
+                                "attribute {attrc} is a {old}; a partial update cannot make it a {new}"
+                            )));
+                        }
+                    }
                     update::merge_instance(target, inst, false);
                 }
                 e.insert("modifiedAt".into(), Value::String(ts.clone()));
@@ -452,6 +465,8 @@ impl Broker {
         body: &Value,
     ) -> Result<()> {
         check_id(id)?;
+        misto_ngsild::validate::check_name(attr)
+            .map_err(|e| NgsiError::bad_data(format!("invalid attribute name: {e}")))?;
         if attr == "scope" {
             return Err(NgsiError::bad_data(
                 "scope is not an attribute: it is replaced by PATCH /entities/{id}/attrs or a merge",
@@ -504,6 +519,8 @@ impl Broker {
         delete_all: bool,
     ) -> Result<()> {
         check_id(id)?;
+        misto_ngsild::validate::check_name(attr)
+            .map_err(|e| NgsiError::bad_data(format!("invalid attribute name: {e}")))?;
         if let Some(ds) = dataset_id {
             if !is_uri(ds) {
                 return Err(NgsiError::bad_data("datasetId must be a URI"));

@@ -1331,6 +1331,16 @@ async fn scope_through_attribute_operations() {
         )
         .await;
     problem(r, 400).await;
+    // A partial update keeps the attribute's kind.
+    let r = s
+        .send(
+            Method::PATCH,
+            &format!("{id}/attrs/name"),
+            &json!({"type": "Relationship", "object": "urn:ngsi-ld:X:1"}),
+            Some(ENV_CONTEXT),
+        )
+        .await;
+    problem(r, 400).await;
     let r = s
         .req(Method::DELETE, &format!("{id}/attrs/scope"))
         .send()
