@@ -124,13 +124,14 @@ impl Broker {
             .unwrap_or_default()
             .to_string();
         let idc = id.clone();
+        let view = crate::views::render_view(&e, ctx);
         self.modify_one(
             tenant,
             Some(ctx),
             &id,
             Box::new(move |cur| match cur {
                 Some(_) => Err(NgsiError::exists(format!("entity {idc} already exists"))),
-                None => Ok(Change::Put(e)),
+                None => Ok(crate::views::put_rendered(e, view)),
             }),
         )
         .await?;
@@ -639,9 +640,10 @@ impl Broker {
                     ));
                 }
                 let idc = id.clone();
+                let view = crate::views::render_view(&e, ctx);
                 let f: ModifyFn = Box::new(move |cur| match cur {
                     Some(_) => Err(NgsiError::exists(format!("entity {idc} already exists"))),
-                    None => Ok(Change::Put(e)),
+                    None => Ok(crate::views::put_rendered(e, view)),
                 });
                 Ok((id, f))
             })
@@ -664,11 +666,12 @@ impl Broker {
             .map(|item| {
                 let id = item_id(item);
                 let mut e = parser.entity(item).map_err(|e| (id.clone(), e))?;
+                let view = crate::views::render_view(&e, ctx);
                 let f: ModifyFn = Box::new(move |cur| match cur {
-                    None => Ok(Change::Put(e)),
+                    None => Ok(crate::views::put_rendered(e, view)),
                     Some(old) if replace => {
                         keep_created(&mut e, old);
-                        Ok(Change::Put(e))
+                        Ok(crate::views::put_rendered(e, view))
                     }
                     Some(old) => {
                         let mut merged = old.clone();

@@ -14,17 +14,30 @@ use crate::Broker;
 /// The view renderer for writes made with `ctx`.
 pub(crate) fn viewer(ctx: &Context) -> Option<ViewFn> {
     let ctx = ctx.clone();
-    Some(Arc::new(move |e: &Entity| {
-        // What a transient entity shows changes with time alone; it is rendered on each read.
-        if has_expiry(e) {
-            return None;
-        }
-        let v = render_entity(e, &ctx, &RenderOptions::new(Format::Normalized));
-        serde_json::to_vec(&v).ok().map(|json| View {
-            ctx: ctx.fingerprint(),
-            json,
-        })
-    }))
+    Some(Arc::new(move |e: &Entity| render_view(e, &ctx)))
+}
+
+/// The view of an entity written with `ctx` (None for transient entities: what they show changes with time
+/// alone, so they are rendered on each read).
+pub(crate) fn render_view(e: &Entity, ctx: &Context) -> Option<View> {
+    if has_expiry(e) {
+        return None;
+    }
+    let v = render_entity(e, ctx, &RenderOptions::new(Format::Normalized));
+    serde_json::to_vec(&v).ok().map(|json| View {
+        ctx: ctx.fingerprint(),
+        json,
+    })
+}
+
+/// A whole new entity to store, with its view rendered here (on the request's thread) rather than by the
+/// storage writer, which serializes all writes. The view shows no system attributes, so keeping the stored
+/// createdAt later does not change it.
+pub(crate) fn put_rendered(e: Entity, view: Option<View>) -> misto_store::Change {
+    match view {
+        Some(v) => misto_store::Change::PutRendered(e, v),
+        None => misto_store::Change::Put(e),
+    }
 }
 
 /// Whether the entity or any attribute instance (or sub-attribute) carries `expiresAt`.

@@ -51,6 +51,8 @@ pub enum Change {
     Keep,
     /// Store this entity (create or replace).
     Put(Entity),
+    /// Store this entity with its view rendered already (by the caller, off the storage writer).
+    PutRendered(Entity, View),
     /// Remove the entity.
     Delete,
 }

@@ -463,6 +463,7 @@ impl EntityStore for PgStore {
         }
         let mut order: Vec<String> = Vec::new();
         let mut out = Vec::with_capacity(ops.len());
+        let mut rendered: HashMap<String, crate::View> = HashMap::new();
         for (id, f) in ops {
             let slot = slots.entry(id.clone()).or_insert_with(|| {
                 order.push(id.clone());
@@ -472,13 +473,25 @@ impl EntityStore for PgStore {
                     current: None,
                 }
             });
-            match f(slot.current.as_ref()) {
+            let outcome = match f(slot.current.as_ref()) {
+                Ok(Change::PutRendered(e, v)) => {
+                    rendered.insert(id.clone(), v);
+                    Ok(Change::Put(e))
+                }
+                Ok(Change::Put(e)) => {
+                    // An earlier rendering of this id no longer holds.
+                    rendered.remove(&id);
+                    Ok(Change::Put(e))
+                }
+                other => other,
+            };
+            match outcome {
                 Err(e) => out.push(Err(e)),
                 Ok(Change::Keep) => out.push(Ok(Modified {
                     before: slot.current.clone(),
                     after: slot.current.clone(),
                 })),
-                Ok(Change::Put(new)) => {
+                Ok(Change::Put(new) | Change::PutRendered(new, _)) => {
                     let before = slot.current.replace(new.clone());
                     out.push(Ok(Modified {
                         before,
@@ -503,7 +516,11 @@ impl EntityStore for PgStore {
         let mut new_vctx: Vec<Option<i64>> = Vec::new();
         let mut upd_view: Vec<Option<String>> = Vec::new();
         let mut upd_vctx: Vec<Option<i64>> = Vec::new();
-        let view_of = |e: &Entity| match view.as_ref().and_then(|f| f(e)) {
+        let view_of = |id: &str, e: &Entity| match rendered
+            .get(id)
+            .cloned()
+            .or_else(|| view.as_ref().and_then(|f| f(e)))
+        {
             Some(v) => (String::from_utf8(v.json).ok(), Some(v.ctx as i64)),
             None => (None, None),
         };
@@ -522,7 +539,7 @@ impl EntityStore for PgStore {
                     new_ids.push(id.clone());
                     new_docs.push(encode(e)?);
                     new_exp.push(expires_of(e));
-                    let (v, c) = view_of(e);
+                    let (v, c) = view_of(id, e);
                     new_view.push(v);
                     new_vctx.push(c);
                     fresh.push(e);
@@ -532,7 +549,7 @@ impl EntityStore for PgStore {
                     upd_seq.push(seq);
                     upd_doc.push(encode(e)?);
                     upd_exp.push(expires_of(e));
-                    let (v, c) = view_of(e);
+                    let (v, c) = view_of(id, e);
                     upd_view.push(v);
                     upd_vctx.push(c);
                     if misto_ngsild::entity::types(o) != misto_ngsild::entity::types(e)

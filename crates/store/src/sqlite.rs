@@ -359,8 +359,9 @@ fn apply_modify(
     for (id, f) in ops {
         let current = load(c, tenant, &id)?;
         let before = current.as_ref().map(|(_, e)| e);
-        let change = match f(before) {
-            Ok(ch) => ch,
+        let (change, rendered) = match f(before) {
+            Ok(Change::PutRendered(e, v)) => (Change::Put(e), Some(v)),
+            Ok(ch) => (ch, None),
             Err(e) => {
                 out.push(Err(e));
                 continue;
@@ -374,9 +375,9 @@ fn apply_modify(
                     after: e,
                 }));
             }
-            (Change::Put(new), None) => {
+            (Change::Put(new) | Change::PutRendered(new, _), None) => {
                 let doc = doc::encode(&new)?;
-                let (vjson, vctx) = encode_view(view, &new)?;
+                let (vjson, vctx) = encode_view(view, rendered, &new)?;
                 c.prepare_cached(
                     "INSERT INTO entities (tenant, id, doc, expires_at, view, view_ctx) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?
@@ -390,9 +391,9 @@ fn apply_modify(
                     after: Some(new),
                 }));
             }
-            (Change::Put(new), Some((seq, old))) => {
+            (Change::Put(new) | Change::PutRendered(new, _), Some((seq, old))) => {
                 let doc = doc::encode(&new)?;
-                let (vjson, vctx) = encode_view(view, &new)?;
+                let (vjson, vctx) = encode_view(view, rendered, &new)?;
                 c.prepare_cached(
                     "UPDATE entities SET doc = ?1, expires_at = ?2, view = ?3, view_ctx = ?4 WHERE seq = ?5",
                 )?
@@ -424,9 +425,10 @@ fn apply_modify(
 /// integer), or NULLs.
 fn encode_view(
     view: Option<&ViewFn>,
+    rendered: Option<crate::View>,
     e: &Entity,
 ) -> Result<(Option<Vec<u8>>, Option<i64>), StoreError> {
-    match view.and_then(|f| f(e)) {
+    match rendered.or_else(|| view.and_then(|f| f(e))) {
         Some(v) => Ok((Some(doc::compress(&v.json)?), Some(v.ctx as i64))),
         None => Ok((None, None)),
     }
