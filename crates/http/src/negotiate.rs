@@ -176,6 +176,10 @@ pub fn json_body(
         .map_err(|e| NgsiError::invalid(format!("the body is not valid JSON: {e}")))?;
     let link = link_context(headers)?;
     let context = if ld {
+        // A JSON-LD request body is one object (batches have their own reader).
+        if !body.is_object() {
+            return Err(NgsiError::invalid("the body must be a JSON object"));
+        }
         if link.is_some() {
             return Err(NgsiError::bad_data(
                 "with Content-Type application/ld+json the @context must be in the body, not in a Link header",
@@ -265,6 +269,9 @@ pub fn batch_json_body(headers: &HeaderMap, bytes: &[u8]) -> Result<BatchBody, N
     let Value::Array(all) = body else {
         return Err(NgsiError::bad_data("a batch body must be a JSON array"));
     };
+    if all.is_empty() {
+        return Err(NgsiError::bad_data("a batch needs at least one item"));
+    }
     if all.iter().any(Value::is_null) {
         return Err(NgsiError::bad_data(
             "a batch must not contain null items (§5.6.7): nothing was done",

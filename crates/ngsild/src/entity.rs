@@ -655,6 +655,9 @@ pub fn is_geojson_geometry(v: &Value) -> bool {
 /// The entity id of a body: `id` (or `@id`) must be a URI.
 pub fn entity_id(obj: &Map<String, Value>) -> Result<String> {
     match obj.get("id").or_else(|| obj.get("@id")) {
+        Some(Value::String(s)) if s == NGSI_LD_NULL => Err(NgsiError::bad_data(
+            "urn:ngsi-ld:null is NGSI-LD's Null, not an entity id",
+        )),
         Some(Value::String(s)) if is_uri(s) => Ok(s.clone()),
         Some(Value::String(s)) => Err(NgsiError::bad_data(format!(
             "the entity id '{s}' is not a URI"
