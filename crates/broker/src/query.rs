@@ -185,7 +185,8 @@ pub fn compile(p: &EntityQueryParams, ctx: &Context, limit: usize) -> Result<Com
                 .is_some_and(|id| re.is_match(id))
         }));
     }
-    if let Some(t) = &p.types {
+    // `type=*` selects every entity type (§4.17): no type criterion at all.
+    if let Some(t) = p.types.as_deref().filter(|t| *t != "*") {
         let mut te = TypeExpr::parse(t)?;
         te.expand(ctx);
         let mut atoms = te.atoms();

@@ -320,6 +320,12 @@ pub async fn query(State(s): St, headers: HeaderMap, RawQuery(q): RawQuery) -> A
     let ctx = request::context(&s, &headers).await?;
     let params = query_params(&p)?;
     let opts = render_options(&p, &ctx)?;
+    if params.types.as_deref() == Some("*") && p.get("local") == Some("false") {
+        return Err(NgsiError::bad_data(
+            "type=* (every type) needs the local scope and cannot be combined with local=false",
+        )
+        .into());
+    }
     if !params.has_selector() && p.get("local").is_none() {
         return Err(NgsiError::bad_data(
             "a query needs at least one of type, attrs, q, geoQ or local (id and idPattern only narrow one)",

@@ -1417,3 +1417,71 @@ async fn source_identity_names_the_broker_per_tenant() {
     assert_ne!(a["contextSourceAlias"], b["contextSourceAlias"]);
     assert_eq!(a["id"], d["id"]);
 }
+
+/// keyValues keeps the key of members that would read back as another kind ({"vocab": …}, {"json": …},
+/// {"languageMap": …}) and gives several instances as a dataset map (§4.5.4); `type=*` selects every type.
+#[tokio::test]
+async fn simplified_forms_per_attribute_kind() {
+    let s = TestServer::start().await;
+    let e = json!({
+        "id": "urn:ngsi-ld:Vehicle:kv1", "type": "Vehicle",
+        "speed": [{"type": "Property", "value": 55},
+                  {"type": "Property", "value": 11, "datasetId": "urn:ngsi-ld:Dataset:gps"}],
+        "street": {"type": "JsonProperty", "json": {"a": 1}},
+        "category": {"type": "VocabProperty", "vocab": "nonCommercial"},
+        "route": {"type": "ListRelationship", "objectList": ["urn:ngsi-ld:Road:1"]}
+    });
+    s.create(&e, None).await;
+    s.create(
+        &json!({"id": "urn:ngsi-ld:Building:kv2", "type": "Building"}),
+        None,
+    )
+    .await;
+    let kv = s
+        .get_json("/entities/urn:ngsi-ld:Vehicle:kv1?options=keyValues", None)
+        .await;
+    assert_eq!(kv["street"], json!({"json": {"a": 1}}));
+    assert_eq!(kv["category"], json!({"vocab": "nonCommercial"}));
+    assert_eq!(kv["route"], json!(["urn:ngsi-ld:Road:1"]));
+    assert_eq!(
+        kv["speed"],
+        json!({"dataset": {"@none": 55, "urn:ngsi-ld:Dataset:gps": 11}})
+    );
+    let all = s.get_json("/entities?type=*", None).await;
+    assert_eq!(all.as_array().map(Vec::len), Some(2));
+    problem(s.get("/entities?type=*&local=false", None).await, 400).await;
+}
+
+/// A GeoJSON Feature takes the default instance's geometry, and null where the property holds none.
+#[tokio::test]
+async fn feature_geometry_is_the_default_instance() {
+    let s = TestServer::start().await;
+    let e = json!({
+        "id": "urn:ngsi-ld:Vehicle:f1", "type": "Vehicle",
+        "location": [
+            {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [9, 9]}, "datasetId": "urn:ngsi-ld:Dataset:gps"},
+            {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [1, 2]}}
+        ],
+        "speed": {"type": "Property", "value": 5}
+    });
+    s.create(&e, None).await;
+    let get = |q: &'static str| {
+        s.req(Method::GET, q)
+            .header("Accept", "application/geo+json")
+            .send()
+    };
+    let f: Value = get("/entities/urn:ngsi-ld:Vehicle:f1")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(f["geometry"]["coordinates"], json!([1, 2]));
+    let f: Value = get("/entities/urn:ngsi-ld:Vehicle:f1?geometryProperty=speed")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(f["geometry"].is_null());
+}

@@ -117,19 +117,22 @@ pub fn render_entity(e: &Entity, ctx: &Context, opts: &RenderOptions) -> Value {
 pub fn render_attribute(instances: &[Value], ctx: &Context, opts: &RenderOptions) -> Value {
     match opts.format {
         Format::KeyValues => {
-            if instances.len() == 1 {
+            if instances.len() == 1 && instances[0].get("datasetId").is_none() {
                 simplified_value(&instances[0], ctx, opts)
             } else {
-                // The default instance (no datasetId) when there is one, else all values.
-                match instances.iter().find(|i| i.get("datasetId").is_none()) {
-                    Some(i) => simplified_value(i, ctx, opts),
-                    None => Value::Array(
-                        instances
-                            .iter()
-                            .map(|i| simplified_value(i, ctx, opts))
-                            .collect(),
-                    ),
+                // Several instances: a dataset map keyed by datasetId, "@none" for the default (§4.5.4).
+                let mut map = Map::new();
+                for i in instances {
+                    let key = i
+                        .get("datasetId")
+                        .and_then(Value::as_str)
+                        .unwrap_or("@none")
+                        .to_string();
+                    map.insert(key, simplified_value(i, ctx, opts));
                 }
+                let mut out = Map::new();
+                out.insert("dataset".into(), Value::Object(map));
+                Value::Object(out)
             }
         }
         _ => {
@@ -189,8 +192,15 @@ fn simplified_value(i: &Value, ctx: &Context, opts: &RenderOptions) -> Value {
     let kind = instance_kind(i);
     let member = value_member(kind).unwrap_or("value");
     let v = i.get(member).cloned().unwrap_or(Value::Null);
+    // Members that would read back as another kind keep their key (§4.5.4): {"vocab": …}, {"json": …}.
+    let wrap = |key: &str, v: Value| {
+        let mut m = Map::new();
+        m.insert(key.into(), v);
+        Value::Object(m)
+    };
     match kind {
-        "VocabProperty" => compact_vocab(&v, ctx),
+        "VocabProperty" => wrap("vocab", compact_vocab(&v, ctx)),
+        "JsonProperty" => wrap("json", v),
         "LanguageProperty" => match (&opts.lang, v.as_object()) {
             (Some(langs), Some(map)) => pick_language(map, langs)
                 .map(|(_, t)| t.clone())
@@ -318,11 +328,18 @@ pub fn render_feature(e: &Entity, ctx: &Context, opts: &RenderOptions, geoproper
         _ => Map::new(),
     };
     let id = props.remove("id").unwrap_or(Value::Null);
+    // The default instance's geometry (the first instance when none is default); null when the property is
+    // missing or holds no GeoJSON geometry (§4.5.16).
     let geometry = e
         .get(geoproperty)
         .and_then(Value::as_array)
-        .and_then(|a| a.first())
+        .and_then(|a| {
+            a.iter()
+                .find(|i| i.get("datasetId").is_none())
+                .or_else(|| a.first())
+        })
         .and_then(|i| i.get("value"))
+        .filter(|v| crate::entity::is_geojson_geometry(v))
         .cloned()
         .unwrap_or(Value::Null);
     let mut f = Map::new();
