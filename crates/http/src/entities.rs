@@ -123,13 +123,33 @@ pub(crate) fn render_options(p: &Params, ctx: &Context) -> Result<RenderOptions,
         expand_names(omit, &mut o, false);
     }
     if let Some(lang) = p.non_empty("lang")? {
-        o.lang = Some(
-            lang.split(',')
-                .map(|s| s.split(';').next().unwrap_or("").trim().to_string())
-                .collect(),
-        );
+        o.lang = Some(language_preference(lang));
     }
     Ok(o)
+}
+
+/// `lang` as RFC 9110 language ranges in order of preference: by q-value (1 when absent), then by position;
+/// a range with q=0 is not wanted at all.
+fn language_preference(lang: &str) -> Vec<String> {
+    let mut ranges: Vec<(f32, usize, String)> = lang
+        .split(',')
+        .enumerate()
+        .filter_map(|(i, part)| {
+            let mut it = part.split(';');
+            let tag = it.next().unwrap_or("").trim().to_string();
+            let q = it
+                .filter_map(|x| {
+                    x.trim()
+                        .strip_prefix("q=")
+                        .and_then(|v| v.trim().parse().ok())
+                })
+                .next()
+                .unwrap_or(1.0f32);
+            (!tag.is_empty() && q > 0.0).then_some((q, i, tag))
+        })
+        .collect();
+    ranges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    ranges.into_iter().map(|(_, _, t)| t).collect()
 }
 
 fn geoproperty(p: &Params, ctx: &Context) -> String {

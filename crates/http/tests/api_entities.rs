@@ -1485,3 +1485,22 @@ async fn feature_geometry_is_the_default_instance() {
         .unwrap();
     assert!(f["geometry"].is_null());
 }
+
+/// `lang` takes q-values over list order, compares tags case-insensitively and truncates a longer range onto
+/// a shorter tag.
+#[tokio::test]
+async fn language_preference_follows_rfc_9110() {
+    let s = TestServer::start().await;
+    let e = json!({
+        "id": "urn:ngsi-ld:Square:l1", "type": "Square",
+        "name": {"type": "LanguageProperty", "languageMap": {"fr": "Grand Place", "nl": "Grote Markt"}}
+    });
+    s.create(&e, None).await;
+    let url = |lang: &str| format!("/entities/urn:ngsi-ld:Square:l1?lang={lang}");
+    let got = s.get_json(&url("fr;q=0.2,nl;q=0.9"), None).await;
+    assert_eq!(got["name"]["value"], "Grote Markt");
+    let got = s.get_json(&url("FR"), None).await;
+    assert_eq!(got["name"]["value"], "Grand Place");
+    let got = s.get_json(&url("nl-BE"), None).await;
+    assert_eq!(got["name"]["lang"], "nl");
+}

@@ -163,15 +163,25 @@ fn pick_language<'a>(
         if l == "*" {
             return map.iter().next().map(|(k, v)| (k.as_str(), v));
         }
-        if let Some((k, v)) = map.get_key_value(l) {
+        // Tags compare case-insensitively (RFC 5646).
+        if let Some((k, v)) = map.iter().find(|(k, _)| k.eq_ignore_ascii_case(l)) {
             return Some((k.as_str(), v));
         }
         // "en" matches "en-GB".
-        if let Some((k, v)) = map
-            .iter()
-            .find(|(k, _)| k.split('-').next() == Some(l.as_str()))
-        {
+        if let Some((k, v)) = map.iter().find(|(k, _)| {
+            k.split('-')
+                .next()
+                .is_some_and(|p| p.eq_ignore_ascii_case(l))
+        }) {
             return Some((k.as_str(), v));
+        }
+        // "nl-BE" falls back to "nl" (RFC 4647 lookup truncates the range).
+        let mut range = l.as_str();
+        while let Some((shorter, _)) = range.rsplit_once('-') {
+            range = shorter;
+            if let Some((k, v)) = map.iter().find(|(k, _)| k.eq_ignore_ascii_case(range)) {
+                return Some((k.as_str(), v));
+            }
         }
     }
     map.get_key_value("@none")
