@@ -111,11 +111,11 @@ pub(crate) fn render_options(p: &Params, ctx: &Context) -> Result<RenderOptions,
             )));
         }
     }
-    if let Some(pick) = p.list("pick")? {
+    if let Some(pick) = p.projection("pick")? {
         names_valid("pick", &pick)?;
         expand_names(pick, &mut o, true);
     }
-    if let Some(omit) = p.list("omit")? {
+    if let Some(omit) = p.projection("omit")? {
         if p.get("pick").is_some() {
             return Err(NgsiError::bad_data("pick and omit cannot be used together"));
         }

@@ -61,12 +61,21 @@ impl Params {
 
     /// Comma-separated list (all occurrences joined).
     pub fn list(&self, k: &str) -> Result<Option<Vec<String>>, NgsiError> {
+        self.split_list(k, &[','])
+    }
+
+    /// A projection (`pick`, `omit`, §4.21): members separated by `,` or `|` (both mean "or").
+    pub fn projection(&self, k: &str) -> Result<Option<Vec<String>>, NgsiError> {
+        self.split_list(k, &[',', '|'])
+    }
+
+    fn split_list(&self, k: &str, separators: &[char]) -> Result<Option<Vec<String>>, NgsiError> {
         let Some(vals) = self.0.get(k) else {
             return Ok(None);
         };
         let mut out = Vec::new();
         for v in vals {
-            for item in v.split(',') {
+            for item in v.split(separators) {
                 let item = item.trim();
                 if item.is_empty() {
                     return Err(NgsiError::bad_data(format!(

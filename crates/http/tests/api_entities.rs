@@ -1504,3 +1504,25 @@ async fn language_preference_follows_rfc_9110() {
     let got = s.get_json(&url("nl-BE"), None).await;
     assert_eq!(got["name"]["lang"], "nl");
 }
+
+/// `pick` and `omit` take `,` or `|` between members (§4.21).
+#[tokio::test]
+async fn projections_take_comma_or_pipe() {
+    let s = TestServer::start().await;
+    s.create(&station(1, 30.5, 50.4, 5.0), Some(ENV_CONTEXT))
+        .await;
+    let id = "/entities/urn:ngsi-ld:AirQualityObserved:t1";
+    let comma = s
+        .get_json(&format!("{id}?pick=id,pm25"), Some(ENV_CONTEXT))
+        .await;
+    let pipe = s
+        .get_json(&format!("{id}?pick=id|pm25"), Some(ENV_CONTEXT))
+        .await;
+    assert_eq!(comma, pipe);
+    assert_eq!(comma.as_object().map(|o| o.len()), Some(2));
+    let omitted = s
+        .get_json(&format!("{id}?omit=name|location"), Some(ENV_CONTEXT))
+        .await;
+    assert!(omitted.get("name").is_none() && omitted.get("location").is_none());
+    assert!(omitted.get("pm25").is_some());
+}

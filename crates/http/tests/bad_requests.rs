@@ -483,6 +483,7 @@ fn corpus() -> Vec<Case> {
         query("type=T&scopeQ=noslash"),
         query("type=T&q=%zz"),
         query("type=T&pick=id&omit=type"),
+        query("type=T&pick=name||airQualityLevel"),
         query("type="),
         query("type=T&idPattern=invalid_entity_id_pattern**"),
         query("attrs=id,type"),
