@@ -46,6 +46,30 @@ fn names_valid(param: &str, names: &[String]) -> Result<(), NgsiError> {
     Ok(())
 }
 
+/// Apply a `pick` (`keep`) or `omit` list of members (attribute names, `id`, `type`).
+pub(crate) fn project(o: &mut RenderOptions, names: Vec<String>, keep: bool, ctx: &Context) {
+    let mut set = std::collections::HashSet::new();
+    let (mut id, mut ty) = (false, false);
+    for n in names {
+        match n.as_str() {
+            "id" => id = true,
+            "type" => ty = true,
+            _ => {
+                set.insert(ctx.expand(&n));
+            }
+        }
+    }
+    if keep {
+        o.pick_id = id;
+        o.pick_type = ty;
+        o.attrs = Some(set);
+    } else {
+        o.pick_id = !id;
+        o.pick_type = !ty;
+        o.omit = set;
+    }
+}
+
 /// Rendering options from the parameters.
 /// `geometryProperty` only shapes GeoJSON answers (§6.3.15): asking for it in another one is bad data.
 fn check_geometry_property(p: &Params, accept: Accept) -> Result<(), NgsiError> {
@@ -71,28 +95,8 @@ pub(crate) fn render_options(p: &Params, ctx: &Context) -> Result<RenderOptions,
         }
         o.dataset_ids = Some(ds);
     }
-    let expand_names = |names: Vec<String>, o: &mut RenderOptions, keep: bool| {
-        let mut set = std::collections::HashSet::new();
-        let (mut id, mut ty) = (false, false);
-        for n in names {
-            match n.as_str() {
-                "id" => id = true,
-                "type" => ty = true,
-                _ => {
-                    set.insert(ctx.expand(&n));
-                }
-            }
-        }
-        if keep {
-            o.pick_id = id;
-            o.pick_type = ty;
-            o.attrs = Some(set);
-        } else {
-            o.pick_id = !id;
-            o.pick_type = !ty;
-            o.omit = set;
-        }
-    };
+    let expand_names =
+        |names: Vec<String>, o: &mut RenderOptions, keep: bool| project(o, names, keep, ctx);
     if let Some(attrs) = p.list("attrs")? {
         names_valid("attrs", &attrs)?;
         // `attrs` names attributes; `id` and `type` are core members (pick/omit may name them).

@@ -328,6 +328,36 @@ pub async fn query(
     if let Some(attrs) = &params.attrs {
         opts.attrs = Some(attrs.iter().map(|a| ctx.expand(a)).collect());
     }
+    // pick/omit in the query body (§5.2.23): an array of member names, or one comma-separated string.
+    for (k, keep) in [("pick", true), ("omit", false)] {
+        let names: Option<Vec<String>> = match body.get(k) {
+            None => None,
+            Some(Value::String(s)) => Some(
+                s.split([',', '|'])
+                    .map(str::trim)
+                    .map(str::to_string)
+                    .collect(),
+            ),
+            Some(Value::Array(a)) => Some(
+                a.iter()
+                    .map(|x| {
+                        x.as_str().map(str::to_string).ok_or_else(|| {
+                            NgsiError::bad_data(format!("query: {k} must be member names"))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            Some(_) => {
+                return Err(NgsiError::bad_data(format!("query: {k} must be member names")).into())
+            }
+        };
+        if let Some(names) = names {
+            if names.iter().any(String::is_empty) {
+                return Err(NgsiError::bad_data(format!("query: {k} has an empty member")).into());
+            }
+            crate::entities::project(&mut opts, names, keep, &ctx);
+        }
+    }
     if let Some(lang) = body.get("lang").and_then(Value::as_str) {
         opts.lang = Some(lang.split(',').map(str::to_string).collect());
     }
