@@ -1520,6 +1520,17 @@ async fn projections_take_comma_or_pipe() {
         .await;
     assert_eq!(comma, pipe);
     assert_eq!(comma.as_object().map(|o| o.len()), Some(2));
+    // The same in the body of a POST query.
+    let r = s
+        .send(
+            Method::POST,
+            "/entityOperations/query",
+            &json!({"type": "Query", "entities": [{"type": "AirQualityObserved"}], "pick": ["id", "pm25"]}),
+            Some(ENV_CONTEXT),
+        )
+        .await;
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v[0], comma);
     let omitted = s
         .get_json(&format!("{id}?omit=name|location"), Some(ENV_CONTEXT))
         .await;
