@@ -248,6 +248,16 @@ pub async fn retrieve(
     if let Some(t) = p.non_empty("type")? {
         misto_broker::query::check_types(&e, t, &ctx, &id)?;
     }
+    // Asking for attributes the entity has none of finds nothing (§5.7.1).
+    if let Some(attrs) = p.list("attrs")? {
+        if !attrs.iter().any(|a| e.contains_key(&ctx.expand(a))) {
+            return Err(NgsiError::not_found(format!(
+                "entity {id} has none of the attributes {}",
+                attrs.join(", ")
+            ))
+            .into());
+        }
+    }
     let body = if accept == Accept::GeoJson {
         let mut f = render_feature(&e, &ctx, &opts, &geoproperty(&p, &ctx));
         if !crate::negotiate::prefers_plain_json(&headers) {

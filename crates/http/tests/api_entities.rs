@@ -1531,6 +1531,13 @@ async fn projections_take_comma_or_pipe() {
         .await;
     let v: Value = r.json().await.unwrap();
     assert_eq!(v[0], comma);
+    // attrs naming nothing the entity has: ResourceNotFound.
+    problem(
+        s.get(&format!("{id}?attrs=unknownAttribute"), Some(ENV_CONTEXT))
+            .await,
+        404,
+    )
+    .await;
     let omitted = s
         .get_json(&format!("{id}?omit=name|location"), Some(ENV_CONTEXT))
         .await;
