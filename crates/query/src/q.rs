@@ -923,7 +923,9 @@ fn walk_attr<'a>(inst: &'a Value, sub: &[String], members: &[String], out: &mut 
         let Some(v) = instance_value(inst) else {
             return;
         };
-        if members.is_empty() && kind(inst) == "LanguageProperty" {
+        // `name[*]` on a LanguageProperty: any of its languages (§4.9).
+        let any_language = members.is_empty() || (members.len() == 1 && members[0] == "*");
+        if any_language && kind(inst) == "LanguageProperty" {
             if let Value::Object(m) = v {
                 // A language map compares by its texts.
                 out.extend(m.values().filter(|x| !x.is_null()));

@@ -161,6 +161,7 @@ fn brackets_and_lenient_dots() {
     assert!(m("cfg[deep][b][1]==2") && !m("cfg[deep][b][0]==2"));
     assert!(m("rows[k]==\"y\"") && m("rows[0][k]==x"));
     assert!(m("label[uk]==\"Міст\"") && !m("label[en]==\"Міст\""));
+    assert!(m("label[*]==\"Міст\"") && m("label[*]==Bridge") && !m("label[*]==Brücke"));
 }
 
 #[test]
