@@ -427,8 +427,17 @@ impl Broker {
                 .unwrap_or(true),
             None => false,
         };
+        // attrs naming system members only select nothing (like q over system members).
+        let attrs_select = p.attrs.as_ref().is_some_and(|a| {
+            a.iter().any(|n| {
+                !matches!(
+                    n.as_str(),
+                    "createdAt" | "modifiedAt" | "deletedAt" | "id" | "type"
+                )
+            })
+        });
         if p.types.is_none()
-            && p.attrs.is_none()
+            && !attrs_select
             && !q_names_attributes
             && p.scope_q.is_none()
             && !p.local

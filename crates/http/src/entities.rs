@@ -411,6 +411,10 @@ pub async fn purge(State(s): St, headers: HeaderMap, RawQuery(q): RawQuery) -> A
         (false, false) => {}
     }
     let params = query_params(&p)?;
+    if let Some(attrs) = &params.attrs {
+        // Linked-entity projections (`owner{name}`) select nothing to purge (§5.6.21.4).
+        names_valid("attrs", attrs)?;
+    }
     s.broker.purge_entities(&tenant, &ctx, &params).await?;
     Ok(no_content())
 }

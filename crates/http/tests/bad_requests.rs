@@ -496,6 +496,12 @@ fn corpus() -> Vec<Case> {
             "InvalidRequest",
         ),
         get("/types?invalidParams=invalidValue", 400, "InvalidRequest"),
+        delete("/entities?attrs=createdAt", 400, "BadRequestData"),
+        delete(
+            "/entities?type=T&attrs=owner%7Bname%7D",
+            400,
+            "BadRequestData",
+        ),
         query("type=T&geometryProperty=location"),
         get(
             "/entities/urn:ngsi-ld:T:1?geometryProperty=location",
