@@ -527,25 +527,6 @@ impl Broker {
                 return Err(NgsiError::bad_data("datasetId must be a URI"));
             }
         }
-        if attr == "scope" {
-            let idc = id.to_string();
-            let ts = now();
-            self.modify_one(
-                tenant,
-                Some(ctx),
-                id,
-                Box::new(move |cur| {
-                    let mut e = cur.cloned().ok_or_else(|| not_found(&idc))?;
-                    if e.remove("scope").is_none() {
-                        return Err(NgsiError::not_found(format!("entity {idc} has no scope")));
-                    }
-                    e.insert("modifiedAt".into(), Value::String(ts));
-                    Ok(Change::Put(e))
-                }),
-            )
-            .await?;
-            return Ok(());
-        }
         let name = ctx.expand(attr);
         let idc = id.to_string();
         let attrc = attr.to_string();
@@ -557,7 +538,12 @@ impl Broker {
             id,
             Box::new(move |cur| {
                 let mut e = cur.cloned().ok_or_else(|| not_found(&idc))?;
-                if !update::delete_attribute(&mut e, &name, ds.as_deref(), delete_all) {
+                // Scope is deleted like an attribute, though it is an entity member.
+                if attrc == "scope" {
+                    if e.remove("scope").is_none() {
+                        return Err(NgsiError::not_found(format!("entity {idc} has no scope")));
+                    }
+                } else if !update::delete_attribute(&mut e, &name, ds.as_deref(), delete_all) {
                     return Err(NgsiError::not_found(format!(
                         "entity {idc} has no attribute {attrc}{}",
                         ds.as_deref()

@@ -178,17 +178,16 @@ impl OrderBy {
     }
 
     /// Sort entities in place (stable: ties keep their storage order).
-    pub fn sort(&self, entities: &mut [Entity]) {
-        let keys: Vec<Vec<Key>> = entities
-            .iter()
-            .map(|e| self.criteria.iter().map(|c| self.key(e, c)).collect())
+    pub fn sort(&self, entities: &mut Vec<Entity>) {
+        let mut keyed: Vec<(Vec<Key>, Entity)> = entities
+            .drain(..)
+            .map(|e| (self.criteria.iter().map(|c| self.key(&e, c)).collect(), e))
             .collect();
-        let mut idx: Vec<usize> = (0..entities.len()).collect();
-        idx.sort_by(|&a, &b| {
-            for (i, c) in self.criteria.iter().enumerate() {
-                let o = compare(&keys[a][i], &keys[b][i], self.collate);
+        keyed.sort_by(|(a, _), (b, _)| {
+            for ((ka, kb), c) in a.iter().zip(b).zip(&self.criteria) {
+                let o = compare(ka, kb, self.collate);
                 // Missing members come last in either direction.
-                let o = match (&keys[a][i], &keys[b][i], c.dir) {
+                let o = match (ka, kb, c.dir) {
                     (Key::Missing, _, _) | (_, Key::Missing, _) => o,
                     (_, _, Direction::Desc | Direction::DistDesc) => o.reverse(),
                     _ => o,
@@ -199,13 +198,7 @@ impl OrderBy {
             }
             Ordering::Equal
         });
-        let mut sorted: Vec<Entity> = Vec::with_capacity(entities.len());
-        for i in idx {
-            sorted.push(std::mem::take(&mut entities[i]));
-        }
-        for (slot, e) in entities.iter_mut().zip(sorted) {
-            *slot = e;
-        }
+        entities.extend(keyed.into_iter().map(|(_, e)| e));
     }
 
     fn key(&self, e: &Entity, c: &Criterion) -> Key {
@@ -334,7 +327,7 @@ mod tests {
         v.iter().map(|e| e["id"].as_str().unwrap_or("")).collect()
     }
 
-    fn order(spec: &str, collation: Option<&str>, v: &mut [Entity]) {
+    fn order(spec: &str, collation: Option<&str>, v: &mut Vec<Entity>) {
         let ob = OrderBy::parse(&[spec.to_string()], collation, None, &Context::core());
         ob.expect("valid orderBy").sort(v);
     }

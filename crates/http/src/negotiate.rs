@@ -136,12 +136,13 @@ pub struct JsonBody {
     pub context: Option<Value>,
 }
 
-/// Check the content type and parse the body.
-pub fn json_body(
+/// The request's Content-Type (`true` for JSON-LD; merge-patch only where allowed) and its body parsed as
+/// JSON. A missing or other type is UnsupportedMediaType; an empty or malformed body is InvalidRequest.
+fn parse_json(
     headers: &HeaderMap,
     bytes: &[u8],
     allow_merge_patch: bool,
-) -> Result<JsonBody, NgsiError> {
+) -> Result<(bool, Value), NgsiError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -172,8 +173,18 @@ pub fn json_body(
     if bytes.is_empty() {
         return Err(NgsiError::invalid("the request body is empty"));
     }
-    let mut body: Value = serde_json::from_slice(bytes)
+    let body: Value = serde_json::from_slice(bytes)
         .map_err(|e| NgsiError::invalid(format!("the body is not valid JSON: {e}")))?;
+    Ok((ld, body))
+}
+
+/// Check the content type and parse the body.
+pub fn json_body(
+    headers: &HeaderMap,
+    bytes: &[u8],
+    allow_merge_patch: bool,
+) -> Result<JsonBody, NgsiError> {
+    let (ld, mut body) = parse_json(headers, bytes, allow_merge_patch)?;
     let link = link_context(headers)?;
     let context = if ld {
         // A JSON-LD request body is one object (batches have their own reader).
@@ -235,37 +246,7 @@ pub struct BatchBody {
 }
 
 pub fn batch_json_body(headers: &HeaderMap, bytes: &[u8]) -> Result<BatchBody, NgsiError> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| {
-            s.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        });
-    let ld = match ct.as_deref() {
-        Some("application/json") => false,
-        Some("application/ld+json") => true,
-        None => {
-            return Err(NgsiError::new(
-                ErrorKind::UnsupportedMediaType,
-                "Content-Type is missing; use application/json or application/ld+json",
-            ))
-        }
-        Some(other) => {
-            return Err(NgsiError::new(
-                ErrorKind::UnsupportedMediaType,
-                format!("Content-Type '{other}' is not supported; use application/json or application/ld+json"),
-            ))
-        }
-    };
-    if bytes.is_empty() {
-        return Err(NgsiError::invalid("the request body is empty"));
-    }
-    let body: Value = serde_json::from_slice(bytes)
-        .map_err(|e| NgsiError::invalid(format!("the body is not valid JSON: {e}")))?;
+    let (ld, body) = parse_json(headers, bytes, false)?;
     let Value::Array(all) = body else {
         return Err(NgsiError::bad_data("a batch body must be a JSON array"));
     };

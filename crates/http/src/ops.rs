@@ -8,6 +8,7 @@ use misto_ngsild::NgsiError;
 use serde_json::{json, Value};
 
 use crate::entities::{query_response, render_options};
+use crate::negotiate::BatchBody;
 use crate::problem::ApiResult;
 use crate::request::{self, LimitedBody};
 use crate::St;
@@ -27,17 +28,17 @@ fn multi_status(o: &BatchOutcome) -> Response {
 
 /// Run a batch over the items that passed the request-level checks; the refused ones join its errors. When
 /// every item was refused, the batch itself does not run.
-async fn with_refused(
-    run: impl std::future::Future<Output = Result<BatchOutcome, NgsiError>>,
-    refused: Vec<(String, NgsiError)>,
-    all_refused: bool,
-) -> Result<BatchOutcome, NgsiError> {
-    let mut o = if refused.is_empty() || !all_refused {
-        run.await?
-    } else {
+async fn run_batch<F, Fut>(b: BatchBody, run: F) -> Result<BatchOutcome, NgsiError>
+where
+    F: FnOnce(Value) -> Fut,
+    Fut: std::future::Future<Output = Result<BatchOutcome, NgsiError>>,
+{
+    let mut o = if b.items.is_empty() {
         BatchOutcome::default()
+    } else {
+        run(Value::Array(b.items)).await?
     };
-    o.errors.splice(0..0, refused);
+    o.errors.splice(0..0, b.refused);
     Ok(o)
 }
 
@@ -57,13 +58,10 @@ pub async fn create(
 ) -> ApiResult {
     let tenant = request::tenant(&headers)?;
     let (b, ctx) = request::batch_body(&s, &headers, &bytes).await?;
-    let all_refused = b.items.is_empty();
-    let body = Value::Array(b.items);
-    let o = with_refused(
-        s.broker.batch_create(&tenant, &ctx, &body),
-        b.refused,
-        all_refused,
-    )
+    let (broker, t) = (&s.broker, tenant.as_str());
+    let o = run_batch(b, |body| async move {
+        broker.batch_create(t, &ctx, &body).await
+    })
     .await?;
     if !o.success.is_empty() {
         s.note_tenant(&tenant);
@@ -83,18 +81,15 @@ pub async fn upsert(
     let p = request::params(q.as_deref())?;
     let tenant = request::tenant(&headers)?;
     let (b, ctx) = request::batch_body(&s, &headers, &bytes).await?;
-    let all_refused = b.items.is_empty();
-    let body = Value::Array(b.items);
     let opts = p.options()?;
     let update = opts.iter().any(|o| o == "update");
     if update && opts.iter().any(|o| o == "replace") {
         return Err(NgsiError::bad_data("options replace and update exclude each other").into());
     }
-    let o = with_refused(
-        s.broker.batch_upsert(&tenant, &ctx, &body, !update),
-        b.refused,
-        all_refused,
-    )
+    let (broker, t) = (&s.broker, tenant.as_str());
+    let o = run_batch(b, |body| async move {
+        broker.batch_upsert(t, &ctx, &body, !update).await
+    })
     .await?;
     if !o.success.is_empty() {
         s.note_tenant(&tenant);
@@ -119,13 +114,10 @@ pub async fn update(
     let tenant = request::tenant(&headers)?;
     let (b, ctx) = request::batch_body(&s, &headers, &bytes).await?;
     let no_overwrite = p.has_option("noOverwrite")?;
-    let all_refused = b.items.is_empty();
-    let body = Value::Array(b.items);
-    let o = with_refused(
-        s.broker.batch_update(&tenant, &ctx, &body, no_overwrite),
-        b.refused,
-        all_refused,
-    )
+    let (broker, t) = (&s.broker, tenant.as_str());
+    let o = run_batch(b, |body| async move {
+        broker.batch_update(t, &ctx, &body, no_overwrite).await
+    })
     .await?;
     if o.errors.is_empty() {
         Ok(StatusCode::NO_CONTENT.into_response())
@@ -137,12 +129,10 @@ pub async fn update(
 pub async fn merge(State(s): St, headers: HeaderMap, LimitedBody(bytes): LimitedBody) -> ApiResult {
     let tenant = request::tenant(&headers)?;
     let (b, ctx) = request::batch_body(&s, &headers, &bytes).await?;
-    let all_refused = b.items.is_empty();
-    let body = Value::Array(b.items);
-    let o = with_refused(
-        s.broker.batch_merge(&tenant, &ctx, &body),
-        b.refused,
-        all_refused,
+    let (broker, t) = (&s.broker, tenant.as_str());
+    let o = run_batch(
+        b,
+        |body| async move { broker.batch_merge(t, &ctx, &body).await },
     )
     .await?;
     if o.errors.is_empty() {
@@ -159,19 +149,25 @@ pub async fn delete(
 ) -> ApiResult {
     let tenant = request::tenant(&headers)?;
     let (b, _ctx) = request::batch_body(&s, &headers, &bytes).await?;
-    let all_refused = b.items.is_empty();
-    let body = Value::Array(b.items);
-    let o = with_refused(
-        s.broker.batch_delete(&tenant, &body),
-        b.refused,
-        all_refused,
-    )
-    .await?;
+    let (broker, t) = (&s.broker, tenant.as_str());
+    let o = run_batch(b, |body| async move { broker.batch_delete(t, &body).await }).await?;
     if o.errors.is_empty() {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Ok(multi_status(&o))
     }
+}
+
+/// Every item of a JSON array as a string; `error` when one is not.
+fn strings(items: &[Value], error: &str) -> Result<Vec<String>, NgsiError> {
+    items
+        .iter()
+        .map(|x| {
+            x.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| NgsiError::bad_data(error))
+        })
+        .collect()
 }
 
 fn str_member(v: &Value, k: &str) -> Result<Option<String>, NgsiError> {
@@ -242,15 +238,7 @@ fn query_from_body(body: &Value) -> Result<EntityQueryParams, NgsiError> {
         let list = a.as_array().filter(|l| !l.is_empty()).ok_or_else(|| {
             NgsiError::bad_data("query: attrs must be a non-empty array of names")
         })?;
-        p.attrs = Some(
-            list.iter()
-                .map(|x| {
-                    x.as_str().map(str::to_string).ok_or_else(|| {
-                        NgsiError::bad_data("query: attrs must be an array of names")
-                    })
-                })
-                .collect::<Result<_, _>>()?,
-        );
+        p.attrs = Some(strings(list, "query: attrs must be an array of names")?);
     }
     p.q = str_member(body, "q")?;
     p.scope_q = str_member(body, "scopeQ")?;
@@ -277,15 +265,7 @@ fn ordering_from_body(
     let items = match o.get("orderBy") {
         None => None,
         Some(Value::String(s)) => Some(vec![s.clone()]),
-        Some(Value::Array(a)) => Some(
-            a.iter()
-                .map(|x| {
-                    x.as_str().map(str::to_string).ok_or_else(|| {
-                        NgsiError::bad_data("query: orderBy must be an array of strings")
-                    })
-                })
-                .collect::<Result<_, _>>()?,
-        ),
+        Some(Value::Array(a)) => Some(strings(a, "query: orderBy must be an array of strings")?),
         Some(_) => {
             return Err(NgsiError::bad_data(
                 "query: orderBy must be an array of strings",
@@ -338,15 +318,7 @@ pub async fn query(
                     .map(str::to_string)
                     .collect(),
             ),
-            Some(Value::Array(a)) => Some(
-                a.iter()
-                    .map(|x| {
-                        x.as_str().map(str::to_string).ok_or_else(|| {
-                            NgsiError::bad_data(format!("query: {k} must be member names"))
-                        })
-                    })
-                    .collect::<Result<_, _>>()?,
-            ),
+            Some(Value::Array(a)) => Some(strings(a, &format!("query: {k} must be member names"))?),
             Some(_) => {
                 return Err(NgsiError::bad_data(format!("query: {k} must be member names")).into())
             }

@@ -55,28 +55,39 @@ const LIST: &[&str] = &[
     "orderFrom",
 ];
 
-/// The parameters an operation defines; None leaves the route unchecked.
-fn allowed(route: &str, method: &Method) -> Option<Vec<&'static str>> {
+/// The parameters an operation defines, as groups; None leaves the route unchecked.
+fn allowed(route: &str, method: &Method) -> Option<&'static [&'static [&'static str]]> {
     let r = route.strip_prefix("/ngsi-ld/v1").unwrap_or(route);
-    let m = method.as_str();
-    let v: Vec<&'static str> = match (r, m) {
-        ("/entities", "GET") => [SELECT, RENDER, LIST].concat(),
-        ("/entities", "DELETE") => [SELECT, &["keep", "drop", "count"][..]].concat(),
-        ("/entities", "POST") => vec!["local"],
+    let groups: &'static [&'static [&'static str]] = match (r, method.as_str()) {
+        ("/entities", "GET") => &[SELECT, RENDER, LIST],
+        ("/entities", "DELETE") => &[SELECT, &["keep", "drop", "count"]],
+        ("/entities", "POST") => &[&["local"]],
         ("/entities/{id}", _)
         | ("/entities/{id}/attrs", _)
-        | ("/entities/{id}/attrs/{attr}", _) => {
-            [RENDER, &["deleteAll", "noOverwrite"][..]].concat()
-        }
-        ("/entityOperations/query", _) => [RENDER, LIST].concat(),
-        (r, _) if r.starts_with("/entityOperations/") => vec!["options", "local"],
+        | ("/entities/{id}/attrs/{attr}", _) => &[RENDER, &["deleteAll", "noOverwrite"]],
+        ("/entityOperations/query", _) => &[RENDER, LIST],
+        (r, _) if r.starts_with("/entityOperations/") => &[&["options", "local"]],
         ("/types", _) | ("/types/{type}", _) | ("/attributes", _) | ("/attributes/{attr}", _) => {
-            vec!["details", "local", "via", "limit", "offset"]
+            &[&["details", "local", "via", "limit", "offset"]]
         }
-        (r, _) if r.starts_with("/jsonldContexts") => vec!["details", "kind", "reload"],
+        (r, _) if r.starts_with("/jsonldContexts") => &[&["details", "kind", "reload"]],
         _ => return None,
     };
-    Some(v)
+    Some(groups)
+}
+
+/// The first query parameter the operation does not define.
+fn undefined_parameter(req: &Request) -> Option<String> {
+    let route = req.extensions().get::<MatchedPath>()?;
+    let groups = allowed(route.as_str(), req.method())?;
+    req.uri()
+        .query()?
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| pair.split_once('=').map_or(pair, |(k, _)| k))
+        .map(|name| percent_encoding::percent_decode_str(name).decode_utf8_lossy())
+        .find(|name| !groups.iter().any(|g| g.contains(&name.as_ref())))
+        .map(|name| name.into_owned())
 }
 
 fn refuse(kind: ErrorKind, detail: String) -> Response {
@@ -91,23 +102,11 @@ pub(crate) async fn precheck(req: Request, next: Next) -> Response {
     {
         return StatusCode::LENGTH_REQUIRED.into_response();
     }
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string());
-    if let (Some(route), Some(query)) = (route, req.uri().query()) {
-        if let Some(ok) = allowed(&route, req.method()) {
-            for pair in query.split('&').filter(|p| !p.is_empty()) {
-                let name = pair.split_once('=').map_or(pair, |(k, _)| k);
-                let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
-                if !ok.contains(&name.as_ref()) {
-                    return refuse(
-                        ErrorKind::InvalidRequest,
-                        format!("'{name}' is not a parameter of this operation"),
-                    );
-                }
-            }
-        }
+    if let Some(name) = undefined_parameter(&req) {
+        return refuse(
+            ErrorKind::InvalidRequest,
+            format!("'{name}' is not a parameter of this operation"),
+        );
     }
     // Every answer names the tenant it was given for (§6.3.14).
     let tenant = req.headers().get("NGSILD-Tenant").cloned();

@@ -49,13 +49,8 @@ pub async fn context(state: &AppState, headers: &HeaderMap) -> Result<Context, N
     state.broker.contexts.resolve(src.as_ref()).await
 }
 
-/// Body, its context resolved.
-pub async fn body(
-    state: &AppState,
-    headers: &HeaderMap,
-    bytes: &Bytes,
-    merge_patch: bool,
-) -> Result<(serde_json::Value, Context), NgsiError> {
+/// A body above the configured limit is PayloadTooLarge.
+fn check_limit(state: &AppState, bytes: &Bytes) -> Result<(), NgsiError> {
     if bytes.len() > state.config.body_limit {
         return Err(NgsiError::new(
             ErrorKind::PayloadTooLarge,
@@ -66,6 +61,17 @@ pub async fn body(
             ),
         ));
     }
+    Ok(())
+}
+
+/// Body, its context resolved.
+pub async fn body(
+    state: &AppState,
+    headers: &HeaderMap,
+    bytes: &Bytes,
+    merge_patch: bool,
+) -> Result<(serde_json::Value, Context), NgsiError> {
+    check_limit(state, bytes)?;
     let JsonBody { body, context } = negotiate::json_body(headers, bytes, merge_patch)?;
     let ctx = state.broker.contexts.resolve(context.as_ref()).await?;
     Ok((body, ctx))
@@ -77,16 +83,7 @@ pub async fn batch_body(
     headers: &HeaderMap,
     bytes: &Bytes,
 ) -> Result<(negotiate::BatchBody, Context), NgsiError> {
-    if bytes.len() > state.config.body_limit {
-        return Err(NgsiError::new(
-            ErrorKind::PayloadTooLarge,
-            format!(
-                "the body has {} bytes; the limit is {}",
-                bytes.len(),
-                state.config.body_limit
-            ),
-        ));
-    }
+    check_limit(state, bytes)?;
     let b = negotiate::batch_json_body(headers, bytes)?;
     let ctx = state.broker.contexts.resolve(b.context.as_ref()).await?;
     Ok((b, ctx))
