@@ -11,10 +11,12 @@ use async_trait::async_trait;
 use misto_ngsild::{Entity, NgsiError};
 
 mod doc;
+pub mod notify;
 pub mod postgres;
 pub mod sqlite;
 mod summary;
 
+pub use notify::NotifyStore;
 pub use summary::AttrKey;
 
 /// Errors of the storage layer itself (not of the request): the backend failed or is unreachable.
@@ -148,7 +150,7 @@ pub struct TypeSummary {
 }
 
 #[async_trait]
-pub trait EntityStore: Send + Sync + 'static {
+pub trait EntityStore: NotifyStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
 

@@ -16,6 +16,8 @@ use crate::{
     TypeSummary, ViewFn,
 };
 
+mod notify;
+
 const SCAN_CHUNK: i64 = 500;
 
 /// The PostgreSQL entity store.
@@ -616,6 +618,7 @@ impl EntityStore for PgStore {
                 .await?;
         }
         Self::write_counts(&mut tx, tenant, counts).await?;
+        notify::journal(&mut tx, tenant, &out).await?;
         tx.commit().await?;
         observe("modify", started);
         Ok(out)

@@ -23,11 +23,13 @@ use crate::{
     Change, EntityQuery, EntityStore, Found, Modified, ModifyFn, QueryPage, StoreError,
     TypeSummary, ViewFn,
 };
+use notify::Journal;
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_entities.sql"),
     include_str!("../migrations/sqlite/0002_geo_rtree_by_attribute.sql"),
     include_str!("../migrations/sqlite/0003_entity_views.sql"),
+    include_str!("../migrations/sqlite/0004_subscriptions.sql"),
 ];
 /// Geo instances indexed per entity (gid = seq * GEO_SLOTS + n).
 const GEO_SLOTS: i64 = 64;
@@ -35,7 +37,11 @@ const GEO_SLOTS: i64 = 64;
 const MAX_GROUP: usize = 512;
 const SCAN_CHUNK: usize = 500;
 
+mod notify;
+
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+/// Work run by the writer inside its transaction (subscriptions, journal, outbox).
+type WriteFn = Box<dyn FnOnce(&Connection) -> Result<(), StoreError> + Send>;
 type ModifyOutcome = Vec<Result<Modified, NgsiError>>;
 
 enum WriteMsg {
@@ -54,11 +60,16 @@ enum WriteMsg {
         now: String,
         reply: Reply<Vec<(String, String)>>,
     },
+    Run {
+        f: WriteFn,
+        reply: Reply<()>,
+    },
 }
 
 /// The embedded SQLite entity store.
 pub struct SqliteStore {
     writer: Mutex<Option<mpsc::Sender<WriteMsg>>>,
+    journal: Journal,
     readers: Arc<ReaderPool>,
     path: PathBuf,
 }
@@ -137,13 +148,16 @@ impl SqliteStore {
             }
         }
         let conn = open_writer(&path)?;
+        let journal = Journal::load(&conn)?;
         let (tx, rx) = mpsc::channel::<WriteMsg>();
+        let writer_journal = journal.clone();
         std::thread::Builder::new()
             .name("misto-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(conn, rx, writer_journal))
             .map_err(|e| StoreError::Other(format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteStore {
             writer: Mutex::new(Some(tx)),
+            journal,
             readers: Arc::new(ReaderPool {
                 path: path.clone(),
                 idle: Mutex::new(Vec::new()),
@@ -198,7 +212,7 @@ fn observe(op: &'static str, started: Instant) {
         .record(started.elapsed().as_secs_f64());
 }
 
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteMsg>) {
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteMsg>, journal: Journal) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -208,7 +222,7 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteMsg>) {
             }
         }
         let started = Instant::now();
-        run_group(&mut conn, group);
+        run_group(&mut conn, group, &journal);
         observe("commit", started);
     }
     tracing::debug!("SQLite writer stopped");
@@ -221,9 +235,10 @@ enum Done {
         Reply<Vec<(String, String)>>,
         Result<Vec<(String, String)>, StoreError>,
     ),
+    Run(Reply<()>, Result<(), StoreError>),
 }
 
-fn run_group(conn: &mut Connection, group: Vec<WriteMsg>) {
+fn run_group(conn: &mut Connection, group: Vec<WriteMsg>, journal: &Journal) {
     let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
@@ -250,18 +265,26 @@ fn run_group(conn: &mut Connection, group: Vec<WriteMsg>) {
                 ops,
                 view,
                 reply,
-            } => Done::Modify(reply, apply_modify(&sp, &tenant, ops, view.as_ref())),
+            } => {
+                let r = apply_modify(&sp, &tenant, ops, view.as_ref())
+                    .and_then(|out| journal.record_outcome(&sp, &tenant, &out).map(|()| out));
+                Done::Modify(reply, r)
+            }
             WriteMsg::Purge {
                 tenant,
                 query,
                 reply,
-            } => Done::Purge(reply, apply_purge(&sp, &tenant, &query)),
-            WriteMsg::Expire { now, reply } => Done::Expire(reply, apply_expire(&sp, &now)),
+            } => Done::Purge(reply, apply_purge(&sp, &tenant, &query, journal)),
+            WriteMsg::Expire { now, reply } => {
+                Done::Expire(reply, apply_expire(&sp, &now, journal))
+            }
+            WriteMsg::Run { f, reply } => Done::Run(reply, f(&sp)),
         };
         let ok = match &outcome {
             Done::Modify(_, r) => r.is_ok(),
             Done::Purge(_, r) => r.is_ok(),
             Done::Expire(_, r) => r.is_ok(),
+            Done::Run(_, r) => r.is_ok(),
         };
         // Dropping an uncommitted savepoint rolls it back.
         let end = if ok {
@@ -288,6 +311,9 @@ fn run_group(conn: &mut Connection, group: Vec<WriteMsg>) {
                     Done::Expire(r, v) => {
                         let _ = r.send(v);
                     }
+                    Done::Run(r, v) => {
+                        let _ = r.send(v);
+                    }
                 }
             }
         }
@@ -303,6 +329,9 @@ fn run_group(conn: &mut Connection, group: Vec<WriteMsg>) {
                         let _ = r.send(Err(StoreError::Other(msg.clone())));
                     }
                     Done::Expire(r, _) => {
+                        let _ = r.send(Err(StoreError::Other(msg.clone())));
+                    }
+                    Done::Run(r, _) => {
                         let _ = r.send(Err(StoreError::Other(msg.clone())));
                     }
                 }
@@ -321,6 +350,9 @@ fn fail(m: WriteMsg, e: StoreError) {
             let _ = reply.send(Err(StoreError::Other(msg)));
         }
         WriteMsg::Expire { reply, .. } => {
+            let _ = reply.send(Err(StoreError::Other(msg)));
+        }
+        WriteMsg::Run { reply, .. } => {
             let _ = reply.send(Err(StoreError::Other(msg)));
         }
     }
@@ -792,7 +824,12 @@ fn push_row(
     Ok(())
 }
 
-fn apply_purge(c: &Connection, tenant: &str, q: &EntityQuery) -> Result<Vec<String>, StoreError> {
+fn apply_purge(
+    c: &Connection,
+    tenant: &str,
+    q: &EntityQuery,
+    journal: &Journal,
+) -> Result<Vec<String>, StoreError> {
     let mut all = q.clone();
     all.offset = 0;
     all.limit = usize::MAX;
@@ -813,6 +850,7 @@ fn apply_purge(c: &Connection, tenant: &str, q: &EntityQuery) -> Result<Vec<Stri
         };
         if let Some((seq, old)) = load(c, tenant, &id)? {
             delete_row(c, seq, &old)?;
+            journal.record(c, tenant, &id, Some(&old), None)?;
             delta(Some(&old), None, &mut counts);
             ids.push(id);
         }
@@ -821,7 +859,11 @@ fn apply_purge(c: &Connection, tenant: &str, q: &EntityQuery) -> Result<Vec<Stri
     Ok(ids)
 }
 
-fn apply_expire(c: &Connection, now: &str) -> Result<Vec<(String, String)>, StoreError> {
+fn apply_expire(
+    c: &Connection,
+    now: &str,
+    journal: &Journal,
+) -> Result<Vec<(String, String)>, StoreError> {
     let mut due: Vec<(i64, String, String, Entity)> = Vec::new();
     {
         let mut st = c.prepare_cached(
@@ -836,6 +878,7 @@ fn apply_expire(c: &Connection, now: &str) -> Result<Vec<(String, String)>, Stor
     let mut by_tenant: BTreeMap<String, BTreeMap<crate::AttrKey, i64>> = BTreeMap::new();
     for (seq, tenant, id, old) in due {
         delete_row(c, seq, &old)?;
+        journal.record(c, &tenant, &id, Some(&old), None)?;
         delta(
             Some(&old),
             None,

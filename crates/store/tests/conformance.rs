@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use misto_ngsild::{Entity, NgsiError};
+use misto_store::notify::{DeliveryStatus, NewNotification, Settle};
 use misto_store::{modify, Change, EntityQuery, EntityStore, ModifyFn};
 use serde_json::{json, Value};
 
@@ -499,6 +500,203 @@ async fn views(s: &dyn EntityStore) {
     assert!(page.found.is_empty());
 }
 
+/// Subscriptions: create refuses an existing id, replace keeps counters, listing per tenant and overall.
+async fn subscriptions(s: &dyn EntityStore) {
+    assert!(s
+        .put_subscription("t1", "urn:s:1", &json!({"a": 1}), true)
+        .await
+        .unwrap());
+    assert!(!s
+        .put_subscription("t1", "urn:s:1", &json!({"a": 2}), true)
+        .await
+        .unwrap());
+    assert!(s
+        .put_subscription("t2", "urn:s:1", &json!({"b": 1}), true)
+        .await
+        .unwrap());
+    assert!(s
+        .put_subscription("t1", "urn:s:2", &json!({"c": 1}), true)
+        .await
+        .unwrap());
+    let got = s.get_subscription("t1", "urn:s:1").await.unwrap().unwrap();
+    assert_eq!(got.doc, json!({"a": 1}));
+    assert_eq!(got.status, DeliveryStatus::default());
+    assert!(s
+        .put_subscription("t1", "urn:s:1", &json!({"a": 3}), false)
+        .await
+        .unwrap());
+    assert_eq!(
+        s.get_subscription("t1", "urn:s:1")
+            .await
+            .unwrap()
+            .unwrap()
+            .doc,
+        json!({"a": 3})
+    );
+    let t1: Vec<String> = s
+        .list_subscriptions(Some("t1"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|x| x.id)
+        .collect();
+    assert_eq!(t1, vec!["urn:s:1", "urn:s:2"]);
+    assert_eq!(s.list_subscriptions(None).await.unwrap().len(), 3);
+    assert!(s.delete_subscription("t1", "urn:s:2").await.unwrap());
+    assert!(!s.delete_subscription("t1", "urn:s:2").await.unwrap());
+    assert!(s.get_subscription("t1", "urn:s:2").await.unwrap().is_none());
+    assert!(s.get_subscription("t2", "urn:s:1").await.unwrap().is_some());
+}
+
+/// Changes are journaled in their own transaction only for tenants with subscriptions; committing a
+/// journal prefix moves notifications to the outbox, whose heads come one per subscription, in order.
+async fn journal_and_outbox(s: &dyn EntityStore) {
+    put_all(s, "quiet", vec![entity("urn:e:q", "T", json!({}))]).await;
+    assert!(s.journal_read(100).await.unwrap().is_empty());
+    s.put_subscription("t", "urn:s:a", &json!({}), true)
+        .await
+        .unwrap();
+    s.put_subscription("t", "urn:s:b", &json!({}), true)
+        .await
+        .unwrap();
+    put_all(
+        s,
+        "t",
+        vec![entity(
+            "urn:e:1",
+            "T",
+            json!({"p": [{"type": "Property", "value": 1}]}),
+        )],
+    )
+    .await;
+    put_all(
+        s,
+        "t",
+        vec![entity(
+            "urn:e:1",
+            "T",
+            json!({"p": [{"type": "Property", "value": 2}]}),
+        )],
+    )
+    .await;
+    // An operation that changes nothing is not journaled.
+    let keep: ModifyFn = Box::new(|_| Ok(Change::Keep));
+    modify(s, "t", "urn:e:1", keep).await.unwrap().unwrap();
+    modify(s, "t", "urn:e:1", Box::new(|_| Ok(Change::Delete)))
+        .await
+        .unwrap()
+        .unwrap();
+    let j = s.journal_read(100).await.unwrap();
+    assert_eq!(j.len(), 3);
+    assert!(j.iter().all(|e| e.tenant == "t" && e.id == "urn:e:1"));
+    assert!(j[0].before.is_none());
+    assert_eq!(j[0].after.as_ref().unwrap()["p"][0]["value"], json!(1));
+    assert_eq!(j[1].before.as_ref().unwrap()["p"][0]["value"], json!(1));
+    assert_eq!(j[1].after.as_ref().unwrap()["p"][0]["value"], json!(2));
+    assert!(j[2].after.is_none());
+    assert!(j[0].seq < j[1].seq && j[1].seq < j[2].seq);
+
+    let note = |sub: &str, n: i64| NewNotification {
+        tenant: "t".into(),
+        subscription_id: sub.into(),
+        payload: json!({"n": n}),
+        due_ms: 0,
+    };
+    s.journal_commit(
+        j[1].seq,
+        vec![note("urn:s:a", 1), note("urn:s:a", 2), note("urn:s:b", 3)],
+    )
+    .await
+    .unwrap();
+    let left = s.journal_read(100).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].seq, j[2].seq);
+    assert_eq!(s.outbox_depth().await.unwrap(), 3);
+
+    let heads = s.outbox_heads(i64::MAX, 10).await.unwrap();
+    let mut got: Vec<(String, Value)> = heads
+        .iter()
+        .map(|h| (h.subscription_id.clone(), h.payload.clone()))
+        .collect();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        got,
+        vec![
+            ("urn:s:a".to_string(), json!({"n": 1})),
+            ("urn:s:b".to_string(), json!({"n": 3}))
+        ]
+    );
+    let a1 = heads
+        .iter()
+        .find(|h| h.subscription_id == "urn:s:a")
+        .unwrap()
+        .id;
+    // A retried head holds back what is behind it until it is due again.
+    s.outbox_settle(
+        a1,
+        Settle::Retry {
+            at: "2024-01-01T00:00:01Z".into(),
+            due_ms: 5_000,
+        },
+    )
+    .await
+    .unwrap();
+    let heads = s.outbox_heads(4_000, 10).await.unwrap();
+    assert!(
+        heads.iter().all(|h| h.subscription_id == "urn:s:b"),
+        "{heads:?}"
+    );
+    let heads = s.outbox_heads(5_000, 10).await.unwrap();
+    let a = heads
+        .iter()
+        .find(|h| h.subscription_id == "urn:s:a")
+        .unwrap();
+    assert_eq!((a.id, a.attempts), (a1, 1));
+    s.outbox_settle(
+        a1,
+        Settle::Delivered {
+            at: "2024-01-01T00:00:02Z".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let heads = s.outbox_heads(i64::MAX, 10).await.unwrap();
+    let a2 = heads
+        .iter()
+        .find(|h| h.subscription_id == "urn:s:a")
+        .unwrap();
+    assert_eq!(a2.payload, json!({"n": 2}));
+    s.outbox_settle(
+        a2.id,
+        Settle::Failed {
+            at: "2024-01-01T00:00:03Z".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let st = s
+        .get_subscription("t", "urn:s:a")
+        .await
+        .unwrap()
+        .unwrap()
+        .status;
+    assert_eq!((st.times_sent, st.times_failed), (1, 2));
+    assert_eq!(st.last_success.as_deref(), Some("2024-01-01T00:00:02Z"));
+    assert_eq!(st.last_failure.as_deref(), Some("2024-01-01T00:00:03Z"));
+    assert_eq!(
+        st.last_notification.as_deref(),
+        Some("2024-01-01T00:00:03Z")
+    );
+    assert_eq!(s.outbox_depth().await.unwrap(), 1);
+    // Deleting a subscription drops its pending notifications; without subscriptions nothing is journaled.
+    s.delete_subscription("t", "urn:s:b").await.unwrap();
+    s.delete_subscription("t", "urn:s:a").await.unwrap();
+    assert_eq!(s.outbox_depth().await.unwrap(), 0);
+    s.journal_commit(i64::MAX, vec![]).await.unwrap();
+    put_all(s, "t", vec![entity("urn:e:2", "T", json!({}))]).await;
+    assert!(s.journal_read(100).await.unwrap().is_empty());
+}
+
 macro_rules! suite {
     ($($name:ident),*) => {
         mod sqlite_ {
@@ -523,6 +721,8 @@ async fn run(name: &str, s: Arc<dyn EntityStore>) {
         "expiry" => expiry(s.as_ref()).await,
         "ten_thousand_in_one_call" => ten_thousand_in_one_call(s.as_ref()).await,
         "views" => views(s.as_ref()).await,
+        "subscriptions" => subscriptions(s.as_ref()).await,
+        "journal_and_outbox" => journal_and_outbox(s.as_ref()).await,
         other => panic!("unknown test {other}"),
     }
 }
@@ -536,5 +736,7 @@ suite!(
     queries,
     expiry,
     ten_thousand_in_one_call,
-    views
+    views,
+    subscriptions,
+    journal_and_outbox
 );

@@ -1,0 +1,133 @@
+//! Storage behind subscriptions and their notifications: the subscriptions themselves, a **change journal**
+//! written in the same transaction as every entity change of a tenant that has subscriptions, and an
+//! **outbox** of notifications waiting to be delivered.
+//!
+//! Why a journal: a change that was committed must be notified even if the process dies right after the
+//! commit. The journal row commits with the change; the notifier turns journal rows into outbox rows and
+//! removes them in one transaction ([`NotifyStore::journal_commit`]); a notification leaves the outbox only
+//! when it was delivered or finally failed ([`NotifyStore::outbox_settle`]). Every step is at-least-once.
+
+use async_trait::async_trait;
+use misto_ngsild::Entity;
+use serde_json::Value;
+
+use crate::StoreError;
+
+/// A stored subscription: its document in the broker's internal form (opaque to the store) and delivery
+/// status counters kept by the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSubscription {
+    pub tenant: String,
+    pub id: String,
+    pub doc: Value,
+    pub status: DeliveryStatus,
+}
+
+/// Counters and timestamps of a subscription's deliveries (RFC 3339 UTC strings).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeliveryStatus {
+    pub times_sent: u64,
+    pub times_failed: u64,
+    pub last_notification: Option<String>,
+    pub last_success: Option<String>,
+    pub last_failure: Option<String>,
+}
+
+/// One committed entity change of a journaled tenant. `before`/`after` are None where the entity did not
+/// exist (creation, deletion).
+#[derive(Debug, Clone)]
+pub struct JournalEntry {
+    pub seq: i64,
+    pub tenant: String,
+    pub id: String,
+    /// Commit time, milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    pub before: Option<Entity>,
+    pub after: Option<Entity>,
+}
+
+/// A notification to be stored in the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewNotification {
+    pub tenant: String,
+    pub subscription_id: String,
+    /// What the notifier needs to send it (its own format, opaque to the store).
+    pub payload: Value,
+    /// When it first became due (ms since the epoch).
+    pub due_ms: i64,
+}
+
+/// A notification waiting in the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingNotification {
+    pub id: i64,
+    pub tenant: String,
+    pub subscription_id: String,
+    pub payload: Value,
+    pub attempts: u32,
+    pub created_ms: i64,
+    pub due_ms: i64,
+}
+
+/// How a delivery attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settle {
+    /// The receiver took it: the notification leaves the outbox; `at` becomes lastSuccess/lastNotification.
+    Delivered { at: String },
+    /// It failed and will be tried again at `due_ms`; `at` becomes lastFailure.
+    Retry { at: String, due_ms: i64 },
+    /// It failed for good (too old, or the subscription is gone): it leaves the outbox, counted as failed.
+    Failed { at: String },
+}
+
+#[async_trait]
+pub trait NotifyStore: Send + Sync + 'static {
+    /// Create (`create`: fail with Ok(false) when the id exists) or replace a subscription's document. The
+    /// status counters of an existing subscription are kept.
+    async fn put_subscription(
+        &self,
+        tenant: &str,
+        id: &str,
+        doc: &Value,
+        create: bool,
+    ) -> Result<bool, StoreError>;
+
+    async fn get_subscription(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<StoredSubscription>, StoreError>;
+
+    /// Subscriptions of one tenant, or of every tenant (None), in creation order.
+    async fn list_subscriptions(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<StoredSubscription>, StoreError>;
+
+    /// Remove a subscription and its pending notifications; false when it did not exist.
+    async fn delete_subscription(&self, tenant: &str, id: &str) -> Result<bool, StoreError>;
+
+    /// The oldest journal entries, at most `limit`.
+    async fn journal_read(&self, limit: usize) -> Result<Vec<JournalEntry>, StoreError>;
+
+    /// In one transaction: store `notifications` in the outbox and remove journal entries up to `upto`.
+    async fn journal_commit(
+        &self,
+        upto: i64,
+        notifications: Vec<NewNotification>,
+    ) -> Result<(), StoreError>;
+
+    /// For each subscription with pending notifications, its oldest one if that is due at `now_ms` (so that
+    /// one subscription's notifications go out in order, and a retried one holds back those behind it).
+    async fn outbox_heads(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<PendingNotification>, StoreError>;
+
+    /// Record how an attempt ended, and update the subscription's status counters.
+    async fn outbox_settle(&self, id: i64, outcome: Settle) -> Result<(), StoreError>;
+
+    /// Notifications waiting in the outbox (all tenants).
+    async fn outbox_depth(&self) -> Result<u64, StoreError>;
+}
