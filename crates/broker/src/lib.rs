@@ -7,6 +7,7 @@ pub mod contexts;
 pub mod entities;
 pub mod ordering;
 pub mod query;
+pub mod subscriptions;
 pub mod typeexpr;
 mod views;
 
@@ -41,6 +42,8 @@ pub struct Broker {
     pub store: Arc<dyn EntityStore>,
     pub contexts: Arc<ContextStore>,
     pub config: BrokerConfig,
+    /// Subscriptions in force and notification delivery.
+    pub notifier: Arc<subscriptions::notifier::Notifier>,
     changes: tokio::sync::broadcast::Sender<Arc<EntityChange>>,
 }
 
@@ -55,8 +58,14 @@ impl Broker {
             store,
             contexts,
             config,
+            notifier: Arc::new(subscriptions::notifier::Notifier::new(Default::default())),
             changes,
         }
+    }
+
+    /// Start matching changes against subscriptions and delivering notifications.
+    pub fn spawn_notifier(&self) -> tokio::task::JoinHandle<()> {
+        self.notifier.spawn(self)
     }
 
     /// Every committed change, for subscribers inside the process (live views, notifications).
@@ -65,6 +74,7 @@ impl Broker {
     }
 
     pub(crate) fn publish(&self, change: EntityChange) {
+        self.notifier.wake();
         if self.changes.receiver_count() > 0 {
             let _ = self.changes.send(Arc::new(change));
         }

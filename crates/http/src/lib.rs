@@ -13,6 +13,7 @@ mod precheck;
 mod problem;
 mod rendered;
 mod request;
+mod subscriptions;
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
@@ -125,6 +126,16 @@ pub fn router(state: AppState) -> Router {
         .route("/entityOperations/merge", post(ops::merge))
         .route("/entityOperations/query", post(ops::query))
         .route("/info/sourceIdentity", get(identity::source_identity))
+        .route(
+            "/subscriptions",
+            get(subscriptions::list).post(subscriptions::create),
+        )
+        .route(
+            "/subscriptions/{id}",
+            get(subscriptions::retrieve)
+                .patch(subscriptions::update)
+                .delete(subscriptions::delete),
+        )
         .route("/types", get(catalog::types))
         .route("/types/{type}", get(catalog::type_info))
         .route("/attributes", get(catalog::attributes))

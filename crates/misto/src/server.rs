@@ -73,6 +73,7 @@ pub async fn serve(s: Settings, seeder: Option<Seeder>) -> anyhow::Result<()> {
         },
     );
     let expiry = broker.spawn_expiry(Duration::from_secs(1));
+    let notifier = broker.spawn_notifier();
     let state = AppState::new(
         broker.clone(),
         HttpConfig {
@@ -97,6 +98,7 @@ pub async fn serve(s: Settings, seeder: Option<Seeder>) -> anyhow::Result<()> {
         .await
         .context("the HTTP server failed")?;
     expiry.abort();
+    notifier.abort();
     tracing::info!("stopped: in-flight requests finished");
     Ok(())
 }

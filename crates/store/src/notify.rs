@@ -110,7 +110,9 @@ pub trait NotifyStore: Send + Sync + 'static {
     /// The oldest journal entries, at most `limit`.
     async fn journal_read(&self, limit: usize) -> Result<Vec<JournalEntry>, StoreError>;
 
-    /// In one transaction: store `notifications` in the outbox and remove journal entries up to `upto`.
+    /// In one transaction: store `notifications` in the outbox and remove journal entries up to `upto`. When
+    /// the entries up to `upto` are gone already (another node consumed them), nothing is stored; an `upto`
+    /// below 1 stores notifications that come from no journal entry (periodic ones).
     async fn journal_commit(
         &self,
         upto: i64,

@@ -53,6 +53,7 @@ impl TestServer {
         contexts.set_base_url(&format!("http://{addr}/ngsi-ld/v1/jsonldContexts/"));
         let broker = Broker::new(store, contexts, BrokerConfig::default());
         broker.spawn_expiry(std::time::Duration::from_millis(200));
+        broker.spawn_notifier();
         let state = AppState::new(broker, config, None).await;
         let app = misto_http::router(state);
         tokio::spawn(async move {

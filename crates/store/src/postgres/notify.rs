@@ -212,7 +212,7 @@ impl NotifyStore for PgStore {
             .bind(upto)
             .fetch_one(&mut *tx)
             .await?;
-        if left == 0 {
+        if left == 0 && upto >= 1 {
             return Ok(());
         }
         let created = now_ms();

@@ -1,0 +1,485 @@
+//! Turning journaled changes into notifications and delivering them (issue 3's delivery contract).
+//!
+//! - The **journal loop** reads committed changes in commit order, matches them against the tenant's
+//!   subscriptions and stores the resulting notifications in the outbox, removing the journal entries in
+//!   the same transaction. A crash at any point repeats work; it never loses a change.
+//! - The **delivery loop** takes, per subscription, the oldest pending notification and sends it; one
+//!   subscription has at most one notification in flight, so its notifications arrive in order, and a slow
+//!   or dead receiver only holds back its own subscription. A failed attempt is retried with exponential
+//!   backoff until it succeeds or is older than the configured maximum age, when it is recorded as failed.
+//! - The **periodic loop** sends `timeInterval` subscriptions their matching entities.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use misto_ngsild::{validate, Context};
+use misto_store::notify::{NewNotification, PendingNotification, Settle};
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+
+use super::matching::Compiled;
+use super::Record;
+use crate::Broker;
+
+/// Tunables of delivery.
+#[derive(Debug, Clone)]
+pub struct NotifierConfig {
+    /// A notification not delivered within this time is recorded as failed.
+    pub max_age: Duration,
+    /// Timeout of one delivery attempt.
+    pub attempt_timeout: Duration,
+    /// Notifications in flight at once (each to a different subscription).
+    pub concurrency: usize,
+}
+
+impl Default for NotifierConfig {
+    fn default() -> Self {
+        NotifierConfig {
+            max_age: Duration::from_secs(3600),
+            attempt_timeout: Duration::from_secs(10),
+            concurrency: 64,
+        }
+    }
+}
+
+type Key = (String, String);
+
+/// Subscriptions in force, compiled, and the delivery state of this process.
+pub struct Notifier {
+    pub config: NotifierConfig,
+    subs: RwLock<HashMap<String, HashMap<String, Arc<Compiled>>>>,
+    journal_wake: Notify,
+    delivery_wake: Notify,
+    in_flight: Mutex<HashSet<Key>>,
+    /// When each subscription was last notified by this process (throttling, timeInterval).
+    last_sent: Mutex<HashMap<Key, Instant>>,
+    http: reqwest::Client,
+}
+
+fn key(tenant: &str, id: &str) -> Key {
+    (tenant.to_string(), id.to_string())
+}
+
+impl Notifier {
+    pub fn new(config: NotifierConfig) -> Notifier {
+        let http = reqwest::Client::builder()
+            .timeout(config.attempt_timeout)
+            .build()
+            .unwrap_or_default();
+        Notifier {
+            config,
+            subs: RwLock::new(HashMap::new()),
+            journal_wake: Notify::new(),
+            delivery_wake: Notify::new(),
+            in_flight: Mutex::new(HashSet::new()),
+            last_sent: Mutex::new(HashMap::new()),
+            http,
+        }
+    }
+
+    /// A change was committed: look at the journal now rather than at the next poll.
+    pub fn wake(&self) {
+        self.journal_wake.notify_one();
+    }
+
+    fn compiled(&self, tenant: &str, id: &str) -> Option<Arc<Compiled>> {
+        self.subs.read().ok()?.get(tenant)?.get(id).cloned()
+    }
+
+    fn tenant_subs(&self, tenant: &str) -> Vec<Arc<Compiled>> {
+        self.subs
+            .read()
+            .ok()
+            .and_then(|s| s.get(tenant).map(|m| m.values().cloned().collect()))
+            .unwrap_or_default()
+    }
+
+    pub fn forget(&self, tenant: &str, id: &str) {
+        if let Ok(mut s) = self.subs.write() {
+            if let Some(m) = s.get_mut(tenant) {
+                m.remove(id);
+            }
+        }
+    }
+
+    /// (Re)load one subscription from storage into the cache.
+    pub async fn reload(&self, broker: &Broker, tenant: &str, id: &str) {
+        match broker.store.get_subscription(tenant, id).await {
+            Ok(Some(s)) => match compile_stored(broker, &s).await {
+                Ok(c) => {
+                    if let Ok(mut subs) = self.subs.write() {
+                        subs.entry(tenant.to_string())
+                            .or_default()
+                            .insert(id.to_string(), Arc::new(c));
+                    }
+                }
+                Err(e) => tracing::warn!(tenant, id, error = %e, "subscription cannot be compiled"),
+            },
+            Ok(None) => self.forget(tenant, id),
+            Err(e) => tracing::warn!(tenant, id, error = %e, "subscription cannot be loaded"),
+        }
+    }
+
+    /// Load every stored subscription (at start).
+    async fn load_all(&self, broker: &Broker) {
+        match broker.store.list_subscriptions(None).await {
+            Ok(all) => {
+                for s in all {
+                    match compile_stored(broker, &s).await {
+                        Ok(c) => {
+                            if let Ok(mut subs) = self.subs.write() {
+                                subs.entry(s.tenant.clone())
+                                    .or_default()
+                                    .insert(s.id.clone(), Arc::new(c));
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(id = s.id, error = %e, "subscription cannot be compiled")
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "subscriptions cannot be loaded"),
+        }
+    }
+
+    /// Throttling: may this subscription be notified now? Records the time when it may.
+    fn take_slot(&self, c: &Compiled) -> bool {
+        let Some(t) = c.throttling else {
+            return true;
+        };
+        let Ok(mut last) = self.last_sent.lock() else {
+            return true;
+        };
+        let k = key(&c.tenant, &c.id);
+        let now = Instant::now();
+        match last.get(&k) {
+            Some(at) if now.duration_since(*at) < Duration::from_secs_f64(t) => false,
+            _ => {
+                last.insert(k, now);
+                true
+            }
+        }
+    }
+
+    /// One pass over the journal: returns how many entries it consumed.
+    async fn journal_pass(&self, broker: &Broker) -> Result<usize, misto_store::StoreError> {
+        let entries = broker.store.journal_read(500).await?;
+        let Some(last) = entries.last().map(|e| e.seq) else {
+            return Ok(0);
+        };
+        let now = jiff::Timestamp::now();
+        let mut out = Vec::new();
+        for e in &entries {
+            let at = jiff::Timestamp::from_millisecond(e.at_ms)
+                .map(validate::format_datetime)
+                .unwrap_or_else(|_| validate::now());
+            for c in self.tenant_subs(&e.tenant) {
+                if !c.in_force(now) {
+                    continue;
+                }
+                if let Some(item) = c.notify(e.before.as_ref(), e.after.as_ref(), &at) {
+                    if !self.take_slot(&c) {
+                        continue;
+                    }
+                    out.push(NewNotification {
+                        tenant: e.tenant.clone(),
+                        subscription_id: c.id.clone(),
+                        payload: json!({ "data": [item] }),
+                        due_ms: e.at_ms,
+                    });
+                }
+            }
+        }
+        let n = out.len();
+        broker.store.journal_commit(last, out).await?;
+        metrics::counter!("misto_notifications_due_total").increment(n as u64);
+        if n > 0 {
+            self.delivery_wake.notify_one();
+        }
+        Ok(entries.len())
+    }
+
+    /// Send `timeInterval` subscriptions that are due their matching entities.
+    async fn periodic_pass(&self, broker: &Broker) {
+        let now = jiff::Timestamp::now();
+        let due: Vec<Arc<Compiled>> = {
+            let Ok(subs) = self.subs.read() else { return };
+            let Ok(mut last) = self.last_sent.lock() else {
+                return;
+            };
+            let mut due = Vec::new();
+            for c in subs.values().flat_map(|m| m.values()) {
+                let Some(every) = c.time_interval else {
+                    continue;
+                };
+                if !c.in_force(now) {
+                    continue;
+                }
+                let k = key(&c.tenant, &c.id);
+                let ready = last
+                    .get(&k)
+                    .is_none_or(|at| at.elapsed() >= Duration::from_secs_f64(every));
+                if ready {
+                    last.insert(k, Instant::now());
+                    due.push(c.clone());
+                }
+            }
+            due
+        };
+        for c in due {
+            let mut data = Vec::new();
+            for p in &c.periodic {
+                let mut p = p.clone();
+                p.limit = Some(broker.config.max_limit);
+                match broker.query_entities(&c.tenant, &c.ctx, &p).await {
+                    Ok(r) => {
+                        for e in &r.entities {
+                            data.push(misto_ngsild::render::render_entity(e, &c.ctx, &c.render));
+                        }
+                    }
+                    Err(e) => tracing::warn!(id = c.id, error = %e, "periodic query failed"),
+                }
+            }
+            if data.is_empty() {
+                continue;
+            }
+            let n = NewNotification {
+                tenant: c.tenant.clone(),
+                subscription_id: c.id.clone(),
+                payload: json!({ "data": data }),
+                due_ms: now.as_millisecond(),
+            };
+            if let Err(e) = broker.store.journal_commit(i64::MIN, vec![n]).await {
+                tracing::warn!(id = c.id, error = %e, "periodic notification not stored");
+            } else {
+                metrics::counter!("misto_notifications_due_total").increment(1);
+                self.delivery_wake.notify_one();
+            }
+        }
+    }
+
+    /// Start the due notifications that are not in flight; returns how many started.
+    async fn delivery_pass(self: &Arc<Self>, broker: &Broker) -> usize {
+        let now = jiff::Timestamp::now().as_millisecond();
+        let heads = match broker
+            .store
+            .outbox_heads(now, self.config.concurrency * 2)
+            .await
+        {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "outbox cannot be read");
+                return 0;
+            }
+        };
+        let mut started = 0;
+        for h in heads {
+            let k = key(&h.tenant, &h.subscription_id);
+            {
+                let Ok(mut f) = self.in_flight.lock() else {
+                    break;
+                };
+                if f.len() >= self.config.concurrency || f.contains(&k) {
+                    continue;
+                }
+                f.insert(k.clone());
+            }
+            started += 1;
+            let me = self.clone();
+            let b = broker.clone();
+            tokio::spawn(async move {
+                me.deliver(&b, h).await;
+                if let Ok(mut f) = me.in_flight.lock() {
+                    f.remove(&k);
+                }
+                me.delivery_wake.notify_one();
+            });
+        }
+        started
+    }
+
+    async fn deliver(&self, broker: &Broker, n: PendingNotification) {
+        let c = match self.compiled(&n.tenant, &n.subscription_id) {
+            Some(c) => c,
+            None => {
+                self.reload(broker, &n.tenant, &n.subscription_id).await;
+                match self.compiled(&n.tenant, &n.subscription_id) {
+                    Some(c) => c,
+                    None => {
+                        let at = validate::now();
+                        let _ = broker
+                            .store
+                            .outbox_settle(n.id, Settle::Failed { at })
+                            .await;
+                        return;
+                    }
+                }
+            }
+        };
+        let result = self.send(broker, &c, &n).await;
+        let at = validate::now();
+        let now_ms = jiff::Timestamp::now().as_millisecond();
+        let settle = match result {
+            Ok(()) => {
+                metrics::counter!("misto_notifications_delivered_total").increment(1);
+                metrics::histogram!("misto_notification_delivery_seconds")
+                    .record((now_ms - n.created_ms).max(0) as f64 / 1000.0);
+                Settle::Delivered { at }
+            }
+            Err(e) => {
+                let age = Duration::from_millis((now_ms - n.created_ms).max(0) as u64);
+                if age >= self.config.max_age {
+                    tracing::warn!(sub = c.id, error = %e, "notification failed for good");
+                    metrics::counter!("misto_notifications_failed_total").increment(1);
+                    Settle::Failed { at }
+                } else {
+                    tracing::debug!(sub = c.id, error = %e, attempt = n.attempts, "notification will be retried");
+                    metrics::counter!("misto_notifications_retried_total").increment(1);
+                    let backoff = 500u64.saturating_mul(1 << n.attempts.min(7)).min(60_000);
+                    Settle::Retry {
+                        at,
+                        due_ms: now_ms + backoff as i64,
+                    }
+                }
+            }
+        };
+        if let Err(e) = broker.store.outbox_settle(n.id, settle).await {
+            tracing::warn!(error = %e, "delivery outcome not recorded; it will be sent again");
+        }
+    }
+
+    async fn send(
+        &self,
+        broker: &Broker,
+        c: &Compiled,
+        n: &PendingNotification,
+    ) -> Result<(), String> {
+        let mut body = json!({
+            "id": format!("urn:ngsi-ld:Notification:{}", uuid::Uuid::new_v4()),
+            "type": "Notification",
+            "subscriptionId": c.id,
+            "notifiedAt": validate::now(),
+            "data": n.payload.get("data").cloned().unwrap_or(Value::Array(vec![])),
+        });
+        let ld = c.endpoint.accept == "application/ld+json";
+        let link = context_url(broker, &c.ctx);
+        if ld {
+            body["@context"] = match &link {
+                Some(u) => json!(u),
+                None => c.ctx.source(),
+            };
+        }
+        let url = &c.endpoint.uri;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!("the endpoint scheme of {url} is not supported yet"));
+        }
+        let mut req = self.http.post(url).header(
+            "Content-Type",
+            if ld {
+                "application/ld+json"
+            } else {
+                "application/json"
+            },
+        );
+        if !ld {
+            if let Some(u) = &link {
+                req = req.header(
+                    "Link",
+                    format!(
+                        "<{u}>; rel=\"http://www.w3.org/ns/json-ld#context\"; type=\"application/ld+json\""
+                    ),
+                );
+            }
+        }
+        if !c.tenant.is_empty() {
+            req = req.header("NGSILD-Tenant", &c.tenant);
+        }
+        for (k, v) in &c.endpoint.receiver_info {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let resp = req
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("the endpoint answered {}", resp.status()))
+        }
+    }
+
+    /// Run the journal, periodic and delivery loops until the process stops.
+    pub fn spawn(self: &Arc<Self>, broker: &Broker) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        let b = broker.clone();
+        tokio::spawn(async move {
+            me.load_all(&b).await;
+            {
+                let me = me.clone();
+                let b = b.clone();
+                tokio::spawn(async move {
+                    loop {
+                        match me.journal_pass(&b).await {
+                            Ok(n) if n > 0 => continue,
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(error = %e, "journal cannot be read"),
+                        }
+                        // Changes made by other nodes sharing the database arrive without a wake-up.
+                        let _ = tokio::time::timeout(
+                            Duration::from_millis(500),
+                            me.journal_wake.notified(),
+                        )
+                        .await;
+                    }
+                });
+            }
+            {
+                let me = me.clone();
+                let b = b.clone();
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(Duration::from_millis(250));
+                    loop {
+                        tick.tick().await;
+                        me.periodic_pass(&b).await;
+                    }
+                })
+            };
+            loop {
+                me.delivery_pass(&b).await;
+                if let Ok(d) = b.store.outbox_depth().await {
+                    metrics::gauge!("misto_outbox_depth").set(d as f64);
+                }
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(250), me.delivery_wake.notified())
+                        .await;
+            }
+        })
+    }
+}
+
+/// Where a notification links its context: the context's own URL, or the broker's hosted copy of it.
+fn context_url(broker: &Broker, ctx: &Context) -> Option<String> {
+    if ctx.is_core_only() {
+        return None;
+    }
+    ctx.link_url()
+        .or_else(|| Some(broker.contexts.implicit(&ctx.source())))
+}
+
+/// Compile a stored subscription with the context its notifications use (jsonldContext, else the context it
+/// was written with).
+async fn compile_stored(
+    broker: &Broker,
+    s: &misto_store::notify::StoredSubscription,
+) -> misto_ngsild::Result<Compiled> {
+    let rec = Record::from_stored(s)?;
+    let written = broker.contexts.resolve(rec.context_source()).await?;
+    let mut c = Compiled::build(&s.tenant, &s.id, &rec, &written)?;
+    if let Some(j) = rec.doc.get("jsonldContext") {
+        c.ctx = broker.contexts.resolve(Some(j)).await?;
+    }
+    Ok(c)
+}
