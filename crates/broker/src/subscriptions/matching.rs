@@ -102,7 +102,12 @@ impl Compiled {
         let d = &rec.doc;
         let geo_json = d.get("geoQ").cloned();
         let base = EntityQueryParams {
-            q: d.get("q").and_then(Value::as_str).map(str::to_string),
+            // A q may come percent-encoded, as it would stand in a URL.
+            q: d.get("q").and_then(Value::as_str).map(|q| {
+                percent_encoding::percent_decode_str(q)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            }),
             geo_json,
             scope_q: d.get("scopeQ").and_then(Value::as_str).map(str::to_string),
             ..Default::default()
@@ -153,10 +158,11 @@ impl Compiled {
         render.sys_attrs = n.get("sysAttrs") == Some(&Value::Bool(true));
         render.attrs =
             opt_names(n.get("attributes"), ctx).or_else(|| opt_names(n.get("pick"), ctx));
-        if let Some(omit) = opt_names(n.get("omit"), ctx) {
-            render.pick_id = !omit.contains("id");
-            render.pick_type = !omit.contains("type");
-            render.omit = omit;
+        if let Some(omit) = n.get("omit").and_then(Value::as_array) {
+            let has = |m: &str| omit.iter().any(|p| p == m);
+            render.pick_id = !has("id");
+            render.pick_type = !has("type");
+            render.omit = opt_names(n.get("omit"), ctx).unwrap_or_default();
         }
         if let Some(pick) = n.get("pick").and_then(Value::as_array) {
             let has = |m: &str| pick.iter().any(|p| p == m);
@@ -313,6 +319,13 @@ impl Compiled {
                     }
                 }
                 m.insert("deletedAt".into(), json!(at));
+                if self.render.sys_attrs {
+                    for k in ["createdAt", "modifiedAt"] {
+                        if let Some(v) = b.get(k) {
+                            m.insert(k.into(), v.clone());
+                        }
+                    }
+                }
                 m
             }
         };
@@ -351,6 +364,11 @@ impl Compiled {
                         (member, _) => m.insert(member.into(), json!(NULL)),
                     };
                     if self.render.sys_attrs {
+                        for k in ["createdAt", "modifiedAt"] {
+                            if let Some(v) = inst.get(k) {
+                                m.insert(k.into(), v.clone());
+                            }
+                        }
                         m.insert("deletedAt".into(), json!(at));
                     }
                     if self.show_changes {

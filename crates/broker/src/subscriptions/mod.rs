@@ -306,8 +306,33 @@ fn validate_notification(n: &Map<String, Value>) -> Result<()> {
     Ok(())
 }
 
-/// Drop the members the broker maintains itself.
+/// The members of a Subscription (Table 5.2.12-1); anything else a client sends is not kept.
+const MEMBERS: &[&str] = &[
+    "id",
+    "type",
+    "subscriptionName",
+    "description",
+    "entities",
+    "watchedAttributes",
+    "notificationTrigger",
+    "timeInterval",
+    "q",
+    "geoQ",
+    "csf",
+    "isActive",
+    "notification",
+    "expiresAt",
+    "throttling",
+    "temporalQ",
+    "scopeQ",
+    "lang",
+    "datasetId",
+    "jsonldContext",
+];
+
+/// Drop the members the broker maintains itself and any that are not members of a subscription.
 fn strip_read_only(doc: &mut Map<String, Value>) {
+    doc.retain(|k, _| MEMBERS.contains(&k.as_str()));
     for k in READ_ONLY {
         doc.remove(*k);
     }
@@ -435,10 +460,6 @@ pub fn represent(
     if let Some(w) = d.get_mut("watchedAttributes") {
         names_in(w);
     }
-    d.insert(
-        "isActive".into(),
-        Value::Bool(d.get("isActive") != Some(&Value::Bool(false))),
-    );
     d.insert("status".into(), Value::String(status_of(&rec.doc).into()));
     if !d.contains_key("notificationTrigger") {
         d.insert("notificationTrigger".into(), json!(DEFAULT_TRIGGERS));
@@ -455,8 +476,13 @@ pub fn represent(
                 .or_insert_with(|| json!("application/json"));
         }
         let st = &s.status;
-        n.insert("timesSent".into(), json!(st.times_sent));
-        n.insert("timesFailed".into(), json!(st.times_failed));
+        // Counters appear once there is something to count.
+        if st.times_sent > 0 {
+            n.insert("timesSent".into(), json!(st.times_sent));
+        }
+        if st.times_failed > 0 {
+            n.insert("timesFailed".into(), json!(st.times_failed));
+        }
         for (k, v) in [
             ("lastNotification", &st.last_notification),
             ("lastSuccess", &st.last_success),
@@ -472,7 +498,9 @@ pub fn represent(
             (Some(_), None) => true,
             _ => false,
         };
-        n.insert("status".into(), json!(if failed { "failed" } else { "ok" }));
+        if st.last_notification.is_some() {
+            n.insert("status".into(), json!(if failed { "failed" } else { "ok" }));
+        }
     }
     if opts.sys_attrs {
         d.insert("createdAt".into(), json!(rec.created_at));
@@ -587,7 +615,10 @@ impl Broker {
         let mut rec = Record::from_stored(&stored)?;
         let written = self.contexts.resolve(rec.context_source()).await?;
         for (k, v) in frag {
-            if matches!(k.as_str(), "id" | "@context") || READ_ONLY.contains(&k.as_str()) {
+            if matches!(k.as_str(), "id" | "@context")
+                || READ_ONLY.contains(&k.as_str())
+                || !MEMBERS.contains(&k.as_str())
+            {
                 continue;
             }
             if v.is_null() {
@@ -625,31 +656,18 @@ impl Broker {
                         for kk in NOTIFICATION_READ_ONLY {
                             n.remove(*kk);
                         }
-                        // The fragment's notification members merge into the stored ones.
-                        let mut merged = rec
-                            .doc
-                            .get("notification")
-                            .and_then(Value::as_object)
-                            .cloned()
-                            .unwrap_or_default();
-                        for (nk, nv) in n.iter() {
-                            if nv.is_null() {
-                                merged.remove(nk);
-                            } else {
-                                let mut nv = nv.clone();
-                                if matches!(nk.as_str(), "attributes" | "pick" | "omit") {
-                                    if let Some(a) = nv.as_array_mut() {
-                                        for x in a.iter_mut() {
-                                            if let Some(s) = x.as_str().map(str::to_string) {
-                                                *x = Value::String(recompact(&s, ctx, &written));
-                                            }
+                        // The fragment's notification replaces the stored one as a whole (§5.8.2).
+                        for (nk, nv) in n.iter_mut() {
+                            if matches!(nk.as_str(), "attributes" | "pick" | "omit") {
+                                if let Some(a) = nv.as_array_mut() {
+                                    for x in a.iter_mut() {
+                                        if let Some(s) = x.as_str().map(str::to_string) {
+                                            *x = Value::String(recompact(&s, ctx, &written));
                                         }
                                     }
                                 }
-                                merged.insert(nk.clone(), nv);
                             }
                         }
-                        v = Value::Object(merged);
                     }
                 }
                 _ => {}

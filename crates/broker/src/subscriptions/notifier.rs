@@ -63,8 +63,11 @@ fn key(tenant: &str, id: &str) -> Key {
 
 impl Notifier {
     pub fn new(config: NotifierConfig) -> Notifier {
+        // Header names go out as they are usually written (receivers that look them up case-sensitively
+        // exist).
         let http = reqwest::Client::builder()
             .timeout(config.attempt_timeout)
+            .http1_title_case_headers()
             .build()
             .unwrap_or_default();
         Notifier {
@@ -366,10 +369,16 @@ impl Notifier {
         let ld = c.endpoint.accept == "application/ld+json";
         let link = context_url(broker, &c.ctx);
         if ld {
-            body["@context"] = match &link {
+            // JSON-LD: every entity of the notification carries its @context.
+            let ctx_value = match &link {
                 Some(u) => json!(u),
                 None => c.ctx.source(),
             };
+            if let Some(items) = body["data"].as_array_mut() {
+                for i in items.iter_mut().filter_map(Value::as_object_mut) {
+                    i.insert("@context".into(), ctx_value.clone());
+                }
+            }
         }
         let url = &c.endpoint.uri;
         if !(url.starts_with("http://") || url.starts_with("https://")) {
