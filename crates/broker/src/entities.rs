@@ -5,7 +5,7 @@ use misto_ngsild::expiry;
 use misto_ngsild::update::{self, UpdateResult};
 use misto_ngsild::validate::{is_uri, now};
 use misto_ngsild::{Context, NgsiError, Result};
-use misto_store::{Change, Modified, ModifyFn};
+use misto_store::{Change, Modified, ModifyFn, RetryFn};
 use serde_json::{Map, Value};
 
 use crate::Broker;
@@ -76,6 +76,18 @@ fn unexpired(f: ModifyFn) -> ModifyFn {
     })
 }
 
+/// [`unexpired`] for a closure that may run more than once.
+fn unexpired_retrying(f: RetryFn) -> RetryFn {
+    std::sync::Arc::new(move |cur: Option<&Entity>| {
+        let now = jiff::Timestamp::now();
+        match cur.map(|e| expiry::visible(e, now)) {
+            None => f(None),
+            Some(None) => f(None),
+            Some(Some(v)) => f(Some(v.as_ref())),
+        }
+    })
+}
+
 fn keep_created(new: &mut Entity, old: &Entity) {
     if let Some(c) = old.get("createdAt") {
         new.insert("createdAt".into(), c.clone());
@@ -83,17 +95,19 @@ fn keep_created(new: &mut Entity, old: &Entity) {
 }
 
 impl Broker {
-    /// One read-modify-write; `ctx` (the writer's context) renders the entity's stored view.
+    /// One read-modify-write; `ctx` (the writer's context) renders the entity's stored view. The closure may
+    /// run more than once (see [`RetryFn`]): the store computes the change outside its writer and commits it
+    /// only if the entity did not change meanwhile.
     async fn modify_one(
         &self,
         tenant: &str,
         ctx: Option<&Context>,
         id: &str,
-        f: ModifyFn,
+        f: RetryFn,
     ) -> Result<Modified> {
         let view = ctx.and_then(crate::views::viewer);
-        let f = unexpired(f);
-        let out = misto_store::modify_viewed(self.store.as_ref(), tenant, id, f, view).await??;
+        let f = unexpired_retrying(f);
+        let out = self.store.modify_retrying(tenant, id, f, view).await??;
         self.note(tenant, id, &out);
         Ok(out)
     }
@@ -129,9 +143,9 @@ impl Broker {
             tenant,
             Some(ctx),
             &id,
-            Box::new(move |cur| match cur {
+            std::sync::Arc::new(move |cur: Option<&Entity>| match cur {
                 Some(_) => Err(NgsiError::exists(format!("entity {idc} already exists"))),
-                None => Ok(crate::views::put_rendered(e, view)),
+                None => Ok(crate::views::put_rendered(e.clone(), view.clone())),
             }),
         )
         .await?;
@@ -156,7 +170,7 @@ impl Broker {
             tenant,
             None,
             id,
-            Box::new(move |cur| match cur {
+            std::sync::Arc::new(move |cur: Option<&Entity>| match cur {
                 Some(_) => Ok(Change::Delete),
                 None => Err(not_found(&idc)),
             }),
@@ -184,14 +198,15 @@ impl Broker {
         if !has_type {
             with_id.insert("type".into(), Value::String("__keep__".into()));
         }
-        let mut new = parser.entity(&Value::Object(with_id))?;
+        let new = parser.entity(&Value::Object(with_id))?;
         let idc = id.to_string();
         self.modify_one(
             tenant,
             Some(ctx),
             id,
-            Box::new(move |cur| {
+            std::sync::Arc::new(move |cur: Option<&Entity>| {
                 let old = cur.ok_or_else(|| not_found(&idc))?;
+                let mut new = new.clone();
                 if !has_type {
                     if let Some(t) = old.get("type") {
                         new.insert("type".into(), t.clone());
@@ -235,22 +250,22 @@ impl Broker {
             tenant,
             Some(ctx),
             id,
-            Box::new(move |cur| {
+            std::sync::Arc::new(move |cur: Option<&Entity>| {
                 let mut e = cur.cloned().ok_or_else(|| not_found(&idc))?;
-                if let Some(types) = types {
+                if let Some(types) = &types {
                     let list = e.entry("type").or_insert_with(|| Value::Array(vec![]));
                     if let Value::Array(a) = list {
                         for t in types {
-                            if !a.contains(&t) {
-                                a.push(t);
+                            if !a.contains(t) {
+                                a.push(t.clone());
                             }
                         }
                     }
                 }
-                if let Some(s) = scope {
-                    e.insert("scope".into(), s);
+                if let Some(s) = &scope {
+                    e.insert("scope".into(), s.clone());
                 }
-                update::merge(&mut e, attrs);
+                update::merge(&mut e, attrs.clone());
                 e.insert("modifiedAt".into(), Value::String(ts.clone()));
                 Ok(Change::Put(e))
             }),
@@ -286,11 +301,11 @@ impl Broker {
             tenant,
             Some(ctx),
             id,
-            Box::new(move |cur| {
+            std::sync::Arc::new(move |cur: Option<&Entity>| {
                 let mut e = cur.cloned().ok_or_else(|| not_found(&idc))?;
-                let r = update::append(&mut e, attrs, no_overwrite);
+                let r = update::append(&mut e, attrs.clone(), no_overwrite);
                 let mut changed = !r.updated.is_empty() | add_types(&mut e, &new_types);
-                if let Some(s) = scope {
+                if let Some(s) = scope.clone() {
                     // noOverwrite keeps the scopes there are and adds the new ones.
                     let s = match (no_overwrite, e.get("scope")) {
                         (true, Some(Value::Array(old))) => {
@@ -350,11 +365,11 @@ impl Broker {
             tenant,
             Some(ctx),
             id,
-            Box::new(move |cur| {
+            std::sync::Arc::new(move |cur: Option<&Entity>| {
                 let mut e = cur.cloned().ok_or_else(|| not_found(&idc))?;
-                let mut r = update::update(&mut e, attrs);
+                let mut r = update::update(&mut e, attrs.clone());
                 // Like an attribute, scope is updated only where the entity has one.
-                if let Some(s) = scope {
+                if let Some(s) = scope.clone() {
                     if e.contains_key("scope") {
                         e.insert("scope".into(), s);
                         r.updated.push("scope".into());
@@ -412,7 +427,7 @@ impl Broker {
             tenant,
             Some(ctx),
             id,
-            Box::new(move |cur| {
+            std::sync::Arc::new(move |cur: Option<&Entity>| {
                 let mut e = cur.cloned().ok_or_else(|| not_found(&idc))?;
                 let list = e
                     .get_mut(&name)
@@ -446,7 +461,7 @@ impl Broker {
                             )));
                         }
                     }
-                    update::merge_instance(target, inst, false);
+                    update::merge_instance(target, inst.clone(), false);
                 }
                 e.insert("modifiedAt".into(), Value::String(ts.clone()));
                 Ok(Change::Put(e))
@@ -484,7 +499,7 @@ impl Broker {
             tenant,
             Some(ctx),
             id,
-            Box::new(move |cur| {
+            std::sync::Arc::new(move |cur: Option<&Entity>| {
                 let mut e = cur.cloned().ok_or_else(|| not_found(&idc))?;
                 let exists = e.get(&name).and_then(Value::as_array).is_some_and(|l| {
                     l.iter()
@@ -497,7 +512,10 @@ impl Broker {
                 }
                 let r = update::append(
                     &mut e,
-                    vec![(name, Value::Array(vec![Value::Object(inst)]))],
+                    vec![(
+                        name.clone(),
+                        Value::Array(vec![Value::Object(inst.clone())]),
+                    )],
                     false,
                 );
                 debug_assert!(r.is_complete());
@@ -536,7 +554,7 @@ impl Broker {
             tenant,
             Some(ctx),
             id,
-            Box::new(move |cur| {
+            std::sync::Arc::new(move |cur: Option<&Entity>| {
                 let mut e = cur.cloned().ok_or_else(|| not_found(&idc))?;
                 // Scope is deleted like an attribute, though it is an entity member.
                 if attrc == "scope" {

@@ -157,6 +157,9 @@ pub fn compile(p: &EntityQueryParams, ctx: &Context, limit: usize) -> Result<Com
     let mut checks: Vec<Check> = Vec::new();
     // The top-level members the checks read (None: any of them), so stores can parse only those.
     let mut reads: Option<Vec<String>> = Some(Vec::new());
+    // Whether the checks read of attribute instances only their kind and value (see
+    // `EntityQuery::filter_values_only`): all do except a `q` naming sub-attributes or metadata.
+    let mut values_only = true;
 
     if let Some(ids) = &p.ids {
         for id in ids {
@@ -218,6 +221,7 @@ pub fn compile(p: &EntityQueryParams, ctx: &Context, limit: usize) -> Result<Com
         expr.map_attribute_names(&mut |n: &str| ctx.expand(n));
         note(&mut reads, &expr.attribute_names());
         note(&mut reads, misto_query::q::ENTITY_MEMBERS);
+        values_only &= expr.reads_values_only();
         checks.push(Box::new(move |e: &Entity| expr.matches_map(e)));
     }
     let geo = match (&p.geo_json, &p.geo.georel) {
@@ -247,6 +251,8 @@ pub fn compile(p: &EntityQueryParams, ctx: &Context, limit: usize) -> Result<Com
         note(&mut reads, &[prop.as_str()]);
         if let Some(r) = g.candidate_bbox() {
             store.bbox = Some((prop.clone(), r));
+            let g = g.clone();
+            store.bbox_test = Some(Arc::new(move |b: &geo::Rect<f64>| g.may_match_within(b)));
         }
         checks.push(Box::new(move |e: &Entity| {
             e.get(&prop).and_then(Value::as_array).is_some_and(|list| {
@@ -271,6 +277,7 @@ pub fn compile(p: &EntityQueryParams, ctx: &Context, limit: usize) -> Result<Com
         }));
     }
     if !checks.is_empty() {
+        store.filter_values_only = values_only && reads.is_some();
         store.filter_reads = reads;
         store.filter = Some(Arc::new(move |e: &Entity| checks.iter().all(|c| c(e))));
     }

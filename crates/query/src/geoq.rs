@@ -15,6 +15,8 @@ use serde_json::{json, Value};
 const MAX_COORDINATES_TEXT: usize = 1 << 20;
 const MAX_POSITIONS: usize = 100_000;
 const METRES_PER_DEGREE: f64 = 111_320.0;
+/// The Earth radius `geo::Haversine` uses.
+const EARTH_RADIUS_M: f64 = 6_371_008.8;
 
 /// What is wrong with a geo-query or a GeoJSON geometry.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -293,6 +295,38 @@ impl GeoQuery {
             GeoRel::Near { .. } | GeoRel::Disjoint => None,
             _ => Some(b),
         }
+    }
+
+    /// Whether some geometry lying inside the lon/lat box `b` may stand in the relation: false only when none
+    /// can, so that an index of boxes can refuse a candidate without reading its geometry. Decided for `near`
+    /// with `maxDistance` from a Point (the benchmark's and the common case); any other query may match.
+    pub fn may_match_within(&self, b: &Rect<f64>) -> bool {
+        let (
+            GeoRel::Near {
+                max_distance: Some(m),
+                ..
+            },
+            Geometry::Point(p),
+        ) = (&self.rel, &self.geometry)
+        else {
+            return true;
+        };
+        let c = b.center();
+        // The farthest a point of the box lies from its centre, bounded by going along the meridian and then
+        // along the parallel (an arc of a parallel is never shorter than the great circle between its ends).
+        let min_abs_lat = if b.min().y <= 0.0 && b.max().y >= 0.0 {
+            0.0
+        } else {
+            b.min().y.abs().min(b.max().y.abs())
+        };
+        let reach = EARTH_RADIUS_M
+            * ((b.height() / 2.0).to_radians()
+                + min_abs_lat.to_radians().cos() * (b.width() / 2.0).to_radians());
+        let d = Haversine::distance(*p, Point::from(c));
+        // Triangle inequality: every point of the box is at least d - reach away. The margin is far above
+        // floating-point error; NaN (a malformed box) means "may match".
+        let nearest = d - reach;
+        nearest.is_nan() || nearest <= m * (1.0 + 1e-9) + 1e-3
     }
 
     /// Canonical (georel, geometry, coordinates) parameters.
@@ -616,6 +650,51 @@ mod tests {
             .unwrap()
             .candidate_bbox()
             .is_none());
+    }
+
+    #[test]
+    fn box_test_never_refuses_a_match() {
+        let q = near(2000.0);
+        let mut refused = 0;
+        let mut seed = 7u64;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for i in 0..20_000 {
+            // Boxes from a point (degenerate, as the index stores Points) up to a few kilometres wide.
+            let size = if i % 2 == 0 { 0.0 } else { next() * 0.05 };
+            let x = MAIDAN.0 + (next() - 0.5) * 0.08;
+            let y = MAIDAN.1 + (next() - 0.5) * 0.06;
+            let b = Rect::new((x, y), (x + size, y + size * next()));
+            if !q.may_match_within(&b) {
+                refused += 1;
+                for k in 0..5 {
+                    let t = k as f64 / 4.0;
+                    let inside = pt(
+                        b.min().x + b.width() * t,
+                        b.min().y + b.height() * (1.0 - t),
+                    );
+                    assert!(!q.matches(&inside), "{b:?} refused, but {inside:?} matches");
+                }
+            }
+        }
+        assert!(refused > 1000, "the test refuses far boxes ({refused})");
+        let inside = Rect::new((MAIDAN.0, MAIDAN.1), (MAIDAN.0, MAIDAN.1));
+        assert!(q.may_match_within(&inside));
+        let polygon = GeoQuery::from_params(
+            "near;maxDistance==10",
+            "Polygon",
+            "[[[30.5,50.4],[30.6,50.4],[30.6,50.5],[30.5,50.4]]]",
+            None,
+        )
+        .unwrap();
+        let far = Rect::new((10.0, 10.0), (10.0, 10.0));
+        assert!(polygon.may_match_within(&far), "only decided for points");
+        let nan = Rect::new((f64::NAN, 1.0), (f64::NAN, 1.0));
+        assert!(q.may_match_within(&nan));
     }
 
     #[test]

@@ -833,6 +833,17 @@ impl QExpr {
         }
     }
 
+    /// Whether evaluation reads of each attribute instance only its kind (`type`) and its value member
+    /// (`value`, `object`, `languageMap`, …): true when no path names a sub-attribute or metadata.
+    pub fn reads_values_only(&self) -> bool {
+        match self {
+            QExpr::And(v) | QExpr::Or(v) => v.iter().all(QExpr::reads_values_only),
+            QExpr::Term(QTerm::Exists(p) | QTerm::NotExists(p) | QTerm::Compare(p, _, _)) => {
+                p.sub.is_empty()
+            }
+        }
+    }
+
     /// Does the stored entity (a JSON object) match? Anything else never matches.
     pub fn matches(&self, entity: &Value) -> bool {
         entity.as_object().is_some_and(|m| self.matches_map(m))

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use misto_ngsild::Entity;
 use rusqlite::types::ValueRef;
 use serde_json::value::RawValue;
+use serde_json::Value;
 
 use crate::StoreError;
 
@@ -102,6 +103,75 @@ pub fn partial(json: &[u8], needs: &[String]) -> Result<Entity, StoreError> {
     Ok(e)
 }
 
+/// The filter head of an entity: each top-level member, attribute instances reduced to their kind and value
+/// ([`crate::VALUE_MEMBERS`]), as records `u16 name length, name, u32 JSON length, JSON` (little-endian),
+/// compressed. A filter that reads only those ([`crate::EntityQuery::filter_values_only`]) judges a candidate
+/// from its head: a small inflate and the parse of the few members it reads, not of the whole document.
+pub fn head(e: &Entity) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::with_capacity(1024);
+    for (name, v) in e {
+        let Ok(len) = u16::try_from(name.len()) else {
+            // Too long a name for a record: no head; filters read the document instead.
+            return Ok(Vec::new());
+        };
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        let at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        reduced(name, v, &mut out)?;
+        let n = u32::try_from(out.len() - at - 4).map_err(|_| corrupt("member too large"))?;
+        out[at..at + 4].copy_from_slice(&n.to_le_bytes());
+    }
+    compress(&out)
+}
+
+/// Write a member as the head holds it: entity members whole, attribute instances reduced.
+fn reduced(name: &str, v: &Value, out: &mut Vec<u8>) -> Result<(), StoreError> {
+    let reduce = |i: &Value| match i {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| crate::VALUE_MEMBERS.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        other => other.clone(),
+    };
+    let v = if misto_query::q::ENTITY_MEMBERS.contains(&name) {
+        Cow::Borrowed(v)
+    } else {
+        match v {
+            Value::Array(items) => Cow::Owned(Value::Array(items.iter().map(reduce).collect())),
+            Value::Object(_) => Cow::Owned(reduce(v)),
+            other => Cow::Borrowed(other),
+        }
+    };
+    serde_json::to_writer(out, v.as_ref()).map_err(|e| StoreError::Other(e.to_string()))
+}
+
+/// Only the named members of an (inflated) head.
+pub fn head_partial(head: &[u8], needs: &[String]) -> Result<Entity, StoreError> {
+    let mut e = Entity::new();
+    let mut rest = head;
+    while !rest.is_empty() {
+        let (name, json, more) = record(rest).ok_or_else(|| corrupt("truncated filter head"))?;
+        rest = more;
+        if let Some(n) = needs.iter().find(|n| n.as_bytes() == name) {
+            e.insert(n.clone(), serde_json::from_slice(json).map_err(corrupt)?);
+        }
+    }
+    Ok(e)
+}
+
+/// One record of a head: (name, JSON, what follows).
+fn record(b: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    let n = u16::from_le_bytes(b.get(..2)?.try_into().ok()?) as usize;
+    let name = b.get(2..2 + n)?;
+    let at = 2 + n;
+    let len = u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?) as usize;
+    let json = b.get(at + 4..at + 4 + len)?;
+    Some((name, json, b.get(at + 4 + len..)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +210,68 @@ mod tests {
         .unwrap();
         assert_eq!(p.len(), 2);
         assert_eq!(p["https://x/q"], entity()["https://x/q"]);
+    }
+
+    #[test]
+    fn filters_on_values_judge_the_head_as_the_document() {
+        let e: Entity = json!({
+            "id": "urn:a", "type": ["T"], "scope": ["/k"], "createdAt": "2024-01-01T00:00:00Z",
+            "modifiedAt": "2024-01-02T00:00:00Z",
+            "https://x/p": [{"type": "Property", "value": 12.5, "unitCode": "GQ", "observedAt": "2024-01-01T00:00:00Z",
+                             "createdAt": "2024-01-01T00:00:00Z", "https://x/sub": [{"type": "Property", "value": 1}]},
+                            {"type": "Property", "value": 3, "datasetId": "urn:d:1"}],
+            "https://x/r": [{"type": "Relationship", "object": "urn:b", "observedAt": "2024-01-01T00:00:00Z"}],
+            "https://x/l": [{"type": "LanguageProperty", "languageMap": {"en": "one", "uk": "odyn"}}],
+            "https://x/s": [{"type": "Property", "value": {"city": "Kyiv", "n": [1, 2]}}],
+            "https://x/g": [{"type": "GeoProperty", "value": {"type": "Point", "coordinates": [30.5, 50.4]}}]
+        })
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+        let raw = json_of(ValueRef::Blob(&head(&e).unwrap()))
+            .unwrap()
+            .into_owned();
+        for q in [
+            "https://x/p>10",
+            "https://x/p==3",
+            "https://x/p<1",
+            "https://x/r==urn:b",
+            "https://x/r>1",
+            "https://x/l==odyn",
+            "https://x/l[uk]==odyn",
+            "https://x/s[city]==Kyiv",
+            "https://x/s[n]==2",
+            "https://x/g",
+            "!https://x/q",
+            "id==urn:a",
+            "type==T",
+            "scope==/k",
+            "modifiedAt>2024-01-01T12:00:00Z",
+            "https://x/p>10;https://x/r==urn:c|id==urn:a",
+        ] {
+            let expr = misto_query::q::parse(q).unwrap();
+            assert!(expr.reads_values_only(), "{q}");
+            let mut needs: Vec<String> = expr
+                .attribute_names()
+                .iter()
+                .map(|n| n.to_string())
+                .collect();
+            needs.extend(misto_query::q::ENTITY_MEMBERS.iter().map(|n| n.to_string()));
+            let h = head_partial(&raw, &needs).unwrap();
+            assert_eq!(expr.matches_map(&h), expr.matches_map(&e), "{q}");
+        }
+        assert!(
+            !misto_query::q::parse("https://x/p.observedAt>2020-01-01T00:00:00Z")
+                .unwrap()
+                .reads_values_only()
+        );
+        let h = head_partial(&raw, &["https://x/p".to_string()]).unwrap();
+        assert_eq!(h.len(), 1);
+        assert_eq!(
+            h["https://x/p"][0],
+            json!({"type": "Property", "value": 12.5})
+        );
+        assert!(head_partial(&raw[..raw.len() - 1], &["x".into()]).is_err());
     }
 
     #[test]

@@ -63,6 +63,11 @@ pub enum Change {
 /// operation (other operations of the same batch go on).
 pub type ModifyFn = Box<dyn FnOnce(Option<&Entity>) -> Result<Change, NgsiError> + Send>;
 
+/// The closure of a read-modify-write that a store may run more than once: first on a snapshot, outside the
+/// storage writer, then again on the current state if the entity changed before the result was committed. It
+/// must depend on nothing but the entity it is given (and the request it was made for).
+pub type RetryFn = Arc<dyn Fn(Option<&Entity>) -> Result<Change, NgsiError> + Send + Sync>;
+
 /// The entity before and after one modification (None where it did not exist).
 #[derive(Debug, Clone, Default)]
 pub struct Modified {
@@ -93,8 +98,25 @@ pub enum Found {
     Entity(Entity),
 }
 
+/// The members of an attribute instance that say what it is and hold its value (as `q` reads them); see
+/// [`EntityQuery::filter_values_only`].
+pub const VALUE_MEMBERS: &[&str] = &[
+    "type",
+    "value",
+    "object",
+    "languageMap",
+    "vocab",
+    "json",
+    "valueList",
+    "objectList",
+];
+
 /// A filter evaluated on candidate entities that the backend cannot express in SQL.
 pub type EntityFilter = Arc<dyn Fn(&Entity) -> bool + Send + Sync>;
+
+/// A test of one box of the `bbox` GeoProperty's spatial index: whether a geometry inside it may satisfy the
+/// filter's geo predicate (false only when none can).
+pub type BoxTest = Arc<dyn Fn(&geo::Rect<f64>) -> bool + Send + Sync>;
 
 /// Candidate selection for queries. All set criteria must hold.
 #[derive(Clone, Default)]
@@ -105,11 +127,18 @@ pub struct EntityQuery {
     pub types: Option<Vec<String>>,
     /// Entities with an instance of this GeoProperty whose bounding box intersects this lon/lat box.
     pub bbox: Option<(String, geo::Rect<f64>)>,
+    /// Refuses boxes of the `bbox` GeoProperty whose geometry cannot match `filter`. A store whose spatial
+    /// index holds each instance's box (or a box around it) may pass over a candidate all of whose boxes it
+    /// refuses without reading the entity; the answer is the same either way, since `filter` decides.
+    pub bbox_test: Option<BoxTest>,
     /// Evaluated on each candidate after the criteria above.
     pub filter: Option<EntityFilter>,
     /// The top-level members `filter` reads (None: it may read any). A store may hand the filter an entity
     /// holding only these.
     pub filter_reads: Option<Vec<String>>,
+    /// `filter` reads of each attribute instance only its kind and value ([`VALUE_MEMBERS`]), and of the
+    /// entity only `filter_reads`: a store may hand it entities reduced to that.
+    pub filter_values_only: bool,
     pub offset: usize,
     /// Maximum entities to return (0: only count).
     pub limit: usize,
@@ -183,6 +212,27 @@ pub trait EntityStore: NotifyStore + Send + Sync + 'static {
         ops: Vec<(String, ModifyFn)>,
     ) -> Result<Vec<Result<Modified, NgsiError>>, StoreError> {
         self.modify_many_viewed(tenant, ops, None).await
+    }
+
+    /// One read-modify-write whose closure may run more than once (see [`RetryFn`]): a store may compute the
+    /// change from a snapshot off its writer and commit it only if the entity is still as it was in the
+    /// snapshot (compare-and-set), running the closure again on the current state otherwise. Outcome and
+    /// guarantees are those of [`EntityStore::modify_many_viewed`] with one operation; a closure error or a
+    /// [`Change::Keep`] may be answered from the snapshot without writing.
+    async fn modify_retrying(
+        &self,
+        tenant: &str,
+        id: &str,
+        f: RetryFn,
+        view: Option<ViewFn>,
+    ) -> Result<Result<Modified, NgsiError>, StoreError> {
+        let op: ModifyFn = Box::new(move |cur| f(cur));
+        let mut out = self
+            .modify_many_viewed(tenant, vec![(id.to_string(), op)], view)
+            .await?;
+        Ok(out
+            .pop()
+            .unwrap_or_else(|| Err(NgsiError::internal("storage returned no outcome"))))
     }
 
     async fn query(&self, tenant: &str, q: &EntityQuery) -> Result<QueryPage, StoreError>;

@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use crate::doc;
 use crate::summary::{delta, geo_boxes, nonzero};
 use crate::{
-    Change, EntityQuery, EntityStore, Found, Modified, ModifyFn, QueryPage, StoreError,
+    Change, EntityQuery, EntityStore, Found, Modified, ModifyFn, QueryPage, RetryFn, StoreError,
     TypeSummary, ViewFn,
 };
 use notify::Journal;
@@ -30,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0002_geo_rtree_by_attribute.sql"),
     include_str!("../migrations/sqlite/0003_entity_views.sql"),
     include_str!("../migrations/sqlite/0004_subscriptions.sql"),
+    include_str!("../migrations/sqlite/0005_entity_heads.sql"),
 ];
 /// Geo instances indexed per entity (gid = seq * GEO_SLOTS + n).
 const GEO_SLOTS: i64 = 64;
@@ -43,6 +44,7 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 /// Work run by the writer inside its transaction (subscriptions, journal, outbox).
 type WriteFn = Box<dyn FnOnce(&Connection) -> Result<(), StoreError> + Send>;
 type ModifyOutcome = Vec<Result<Modified, NgsiError>>;
+type CasOutcome = Result<Modified, NgsiError>;
 
 enum WriteMsg {
     Modify {
@@ -50,6 +52,15 @@ enum WriteMsg {
         ops: Vec<(String, ModifyFn)>,
         view: Option<ViewFn>,
         reply: Reply<ModifyOutcome>,
+    },
+    /// A change prepared outside the writer (see [`EntityStore::modify_retrying`]).
+    Cas {
+        tenant: String,
+        id: String,
+        prepared: Box<Prepared>,
+        f: RetryFn,
+        view: Option<ViewFn>,
+        reply: Reply<CasOutcome>,
     },
     Purge {
         tenant: String,
@@ -230,6 +241,7 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteMsg>, journal: Jour
 
 enum Done {
     Modify(Reply<ModifyOutcome>, Result<ModifyOutcome, StoreError>),
+    Cas(Reply<CasOutcome>, Result<CasOutcome, StoreError>),
     Purge(Reply<Vec<String>>, Result<Vec<String>, StoreError>),
     Expire(
         Reply<Vec<(String, String)>>,
@@ -270,6 +282,21 @@ fn run_group(conn: &mut Connection, group: Vec<WriteMsg>, journal: &Journal) {
                     .and_then(|out| journal.record_outcome(&sp, &tenant, &out).map(|()| out));
                 Done::Modify(reply, r)
             }
+            WriteMsg::Cas {
+                tenant,
+                id,
+                prepared,
+                f,
+                view,
+                reply,
+            } => {
+                let r = apply_cas(&sp, &tenant, &id, *prepared, f, view).and_then(|out| {
+                    journal
+                        .record_outcome(&sp, &tenant, std::slice::from_ref(&out))
+                        .map(|()| out)
+                });
+                Done::Cas(reply, r)
+            }
             WriteMsg::Purge {
                 tenant,
                 query,
@@ -282,6 +309,7 @@ fn run_group(conn: &mut Connection, group: Vec<WriteMsg>, journal: &Journal) {
         };
         let ok = match &outcome {
             Done::Modify(_, r) => r.is_ok(),
+            Done::Cas(_, r) => r.is_ok(),
             Done::Purge(_, r) => r.is_ok(),
             Done::Expire(_, r) => r.is_ok(),
             Done::Run(_, r) => r.is_ok(),
@@ -305,6 +333,9 @@ fn run_group(conn: &mut Connection, group: Vec<WriteMsg>, journal: &Journal) {
                     Done::Modify(r, v) => {
                         let _ = r.send(v);
                     }
+                    Done::Cas(r, v) => {
+                        let _ = r.send(v);
+                    }
                     Done::Purge(r, v) => {
                         let _ = r.send(v);
                     }
@@ -323,6 +354,9 @@ fn run_group(conn: &mut Connection, group: Vec<WriteMsg>, journal: &Journal) {
             for d in done {
                 match d {
                     Done::Modify(r, _) => {
+                        let _ = r.send(Err(StoreError::Other(msg.clone())));
+                    }
+                    Done::Cas(r, _) => {
                         let _ = r.send(Err(StoreError::Other(msg.clone())));
                     }
                     Done::Purge(r, _) => {
@@ -344,6 +378,9 @@ fn fail(m: WriteMsg, e: StoreError) {
     let msg = e.to_string();
     match m {
         WriteMsg::Modify { reply, .. } => {
+            let _ = reply.send(Err(StoreError::Other(msg)));
+        }
+        WriteMsg::Cas { reply, .. } => {
             let _ = reply.send(Err(StoreError::Other(msg)));
         }
         WriteMsg::Purge { reply, .. } => {
@@ -399,58 +436,304 @@ fn apply_modify(
                 continue;
             }
         };
-        match (change, current) {
-            (Change::Keep, cur) => {
-                let e = cur.map(|(_, e)| e);
+        let (seq, old) = match current {
+            Some((seq, old)) => (Some(seq), Some(old)),
+            None => (None, None),
+        };
+        match change {
+            Change::Keep => out.push(Ok(Modified {
+                before: old.clone(),
+                after: old,
+            })),
+            Change::Put(new) | Change::PutRendered(new, _) => {
+                let plan = plan_put(old.as_ref(), &new, view, rendered)?;
+                apply_put(c, tenant, &id, seq, plan, &mut counts)?;
                 out.push(Ok(Modified {
-                    before: e.clone(),
-                    after: e,
-                }));
-            }
-            (Change::Put(new) | Change::PutRendered(new, _), None) => {
-                let doc = doc::encode(&new)?;
-                let (vjson, vctx) = encode_view(view, rendered, &new)?;
-                c.prepare_cached(
-                    "INSERT INTO entities (tenant, id, doc, expires_at, view, view_ctx) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?
-                .execute(params![tenant, id, doc, expires_of(&new), vjson, vctx])?;
-                let seq = c.last_insert_rowid();
-                write_types(c, tenant, seq, None, &new)?;
-                write_geo(c, seq, None, &new)?;
-                delta(None, Some(&new), &mut counts);
-                out.push(Ok(Modified {
-                    before: None,
+                    before: old,
                     after: Some(new),
                 }));
             }
-            (Change::Put(new) | Change::PutRendered(new, _), Some((seq, old))) => {
-                let doc = doc::encode(&new)?;
-                let (vjson, vctx) = encode_view(view, rendered, &new)?;
-                c.prepare_cached(
-                    "UPDATE entities SET doc = ?1, expires_at = ?2, view = ?3, view_ctx = ?4 WHERE seq = ?5",
-                )?
-                .execute(params![doc, expires_of(&new), vjson, vctx, seq])?;
-                write_types(c, tenant, seq, Some(&old), &new)?;
-                write_geo(c, seq, Some(&old), &new)?;
-                delta(Some(&old), Some(&new), &mut counts);
+            Change::Delete => {
+                if let (Some(seq), Some(old)) = (seq, &old) {
+                    apply_delete(c, seq, plan_delete(old), &mut counts)?;
+                }
                 out.push(Ok(Modified {
-                    before: Some(old),
-                    after: Some(new),
-                }));
-            }
-            (Change::Delete, Some((seq, old))) => {
-                delete_row(c, seq, &old)?;
-                delta(Some(&old), None, &mut counts);
-                out.push(Ok(Modified {
-                    before: Some(old),
+                    before: old,
                     after: None,
                 }));
             }
-            (Change::Delete, None) => out.push(Ok(Modified::default())),
         }
     }
     write_counts(c, tenant, counts)?;
     Ok(out)
+}
+
+/// A stored row as read: seq, whether the document is a BLOB (compressed) rather than TEXT, and its bytes.
+type RawRow = (i64, bool, Vec<u8>);
+
+fn load_raw(c: &Connection, tenant: &str, id: &str) -> Result<Option<RawRow>, StoreError> {
+    let mut st = c.prepare_cached("SELECT seq, doc FROM entities WHERE tenant = ?1 AND id = ?2")?;
+    let mut rows = st.query(params![tenant, id])?;
+    match rows.next()? {
+        Some(r) => {
+            let (blob, bytes) = match r.get_ref(1)? {
+                rusqlite::types::ValueRef::Blob(b) => (true, b.to_vec()),
+                rusqlite::types::ValueRef::Text(t) => (false, t.to_vec()),
+                _ => {
+                    return Err(StoreError::Corrupt(
+                        "document is neither text nor blob".into(),
+                    ))
+                }
+            };
+            Ok(Some((r.get(0)?, blob, bytes)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// A change computed from a snapshot outside the writer, committed only while the entity's row is still the
+/// one it was computed from.
+struct Prepared {
+    /// The row the change was computed from (None: the entity did not exist).
+    base: Option<RawRow>,
+    before: Option<Entity>,
+    action: PreparedAction,
+}
+
+enum PreparedAction {
+    Put(Entity, Box<PutPlan>),
+    Delete(DeletePlan),
+}
+
+/// What [`prepare`] leaves to do: nothing (an answer already) or a write for the writer.
+enum Snapshot {
+    Answer(CasOutcome),
+    Write(Box<Prepared>),
+}
+
+/// Run a modification on a snapshot read with a reader connection and prepare everything it writes: the
+/// storage writer then only checks that the row is unchanged and writes (decoding, the closure, encoding and
+/// rendering stay off the thread that serializes all writes).
+fn prepare(
+    c: &Connection,
+    tenant: &str,
+    id: &str,
+    f: &RetryFn,
+    view: Option<&ViewFn>,
+) -> Result<Snapshot, StoreError> {
+    let base = load_raw(c, tenant, id)?;
+    let before = match &base {
+        Some((_, blob, bytes)) => Some(doc::full(&doc::json_of(raw_ref(*blob, bytes))?)?),
+        None => None,
+    };
+    let (change, rendered) = match f(before.as_ref()) {
+        Ok(Change::PutRendered(e, v)) => (Change::Put(e), Some(v)),
+        Ok(ch) => (ch, None),
+        // Failing or keeping writes nothing: the answer holds at the snapshot's moment.
+        Err(e) => return Ok(Snapshot::Answer(Err(e))),
+    };
+    let action = match change {
+        Change::Keep => {
+            return Ok(Snapshot::Answer(Ok(Modified {
+                before: before.clone(),
+                after: before,
+            })))
+        }
+        Change::Put(new) | Change::PutRendered(new, _) => {
+            let plan = plan_put(before.as_ref(), &new, view, rendered)?;
+            PreparedAction::Put(new, Box::new(plan))
+        }
+        Change::Delete => match &before {
+            Some(old) => PreparedAction::Delete(plan_delete(old)),
+            None => return Ok(Snapshot::Answer(Ok(Modified::default()))),
+        },
+    };
+    Ok(Snapshot::Write(Box::new(Prepared {
+        base,
+        before,
+        action,
+    })))
+}
+
+fn raw_ref(blob: bool, bytes: &[u8]) -> rusqlite::types::ValueRef<'_> {
+    if blob {
+        rusqlite::types::ValueRef::Blob(bytes)
+    } else {
+        rusqlite::types::ValueRef::Text(bytes)
+    }
+}
+
+/// In the writer: apply a prepared change if the entity's row is still the snapshot's, else run the closure
+/// again on the current state (so no concurrent change is ever lost).
+fn apply_cas(
+    c: &Connection,
+    tenant: &str,
+    id: &str,
+    p: Prepared,
+    f: RetryFn,
+    view: Option<ViewFn>,
+) -> Result<CasOutcome, StoreError> {
+    if load_raw(c, tenant, id)? != p.base {
+        metrics::counter!("misto_sqlite_cas_conflicts_total").increment(1);
+        let op: ModifyFn = Box::new(move |cur| f(cur));
+        let mut out = apply_modify(c, tenant, vec![(id.to_string(), op)], view.as_ref())?;
+        return Ok(out
+            .pop()
+            .unwrap_or_else(|| Err(NgsiError::internal("storage returned no outcome"))));
+    }
+    let seq = p.base.map(|(seq, _, _)| seq);
+    let mut counts = BTreeMap::new();
+    let out = match p.action {
+        PreparedAction::Put(new, plan) => {
+            apply_put(c, tenant, id, seq, *plan, &mut counts)?;
+            Modified {
+                before: p.before,
+                after: Some(new),
+            }
+        }
+        PreparedAction::Delete(plan) => {
+            if let Some(seq) = seq {
+                apply_delete(c, seq, plan, &mut counts)?;
+            }
+            Modified {
+                before: p.before,
+                after: None,
+            }
+        }
+    };
+    write_counts(c, tenant, counts)?;
+    Ok(Ok(out))
+}
+
+/// An entity's geo index entries: (GeoProperty, bounding box) per instance.
+type GeoBoxes = Vec<(String, geo::Rect<f64>)>;
+
+/// Everything storing an entity in place of another writes, computed from the two entities alone, so that it
+/// can be prepared outside the writer.
+struct PutPlan {
+    doc: Vec<u8>,
+    /// The filter head (`doc::head`; empty: none).
+    head: Vec<u8>,
+    expires: Option<String>,
+    view: Option<Vec<u8>>,
+    view_ctx: Option<i64>,
+    /// The new type rows (None: as before).
+    types: Option<Vec<String>>,
+    /// The old entity's number of geo rows and the new boxes (None: as before).
+    geo: Option<(usize, GeoBoxes)>,
+    counts: Vec<(crate::AttrKey, i64)>,
+}
+
+fn plan_put(
+    old: Option<&Entity>,
+    new: &Entity,
+    view: Option<&ViewFn>,
+    rendered: Option<crate::View>,
+) -> Result<PutPlan, StoreError> {
+    let (view_json, view_ctx) = encode_view(view, rendered, new)?;
+    let new_types = misto_ngsild::entity::types(new);
+    let types = match old {
+        Some(o) if misto_ngsild::entity::types(o) == new_types => None,
+        _ => Some(new_types.into_iter().map(str::to_string).collect()),
+    };
+    let boxes = geo_boxes(new);
+    let geo = match old.map(geo_boxes) {
+        Some(before) if before == boxes => None,
+        before => Some((before.map_or(0, |b| b.len()), boxes)),
+    };
+    let mut counts = BTreeMap::new();
+    delta(old, Some(new), &mut counts);
+    Ok(PutPlan {
+        doc: doc::encode(new)?,
+        head: doc::head(new)?,
+        expires: expires_of(new),
+        view: view_json,
+        view_ctx,
+        types,
+        geo,
+        counts: nonzero(counts),
+    })
+}
+
+/// Store a planned entity: insert it (no `seq`) or replace row `seq`.
+fn apply_put(
+    c: &Connection,
+    tenant: &str,
+    id: &str,
+    seq: Option<i64>,
+    plan: PutPlan,
+    counts: &mut BTreeMap<crate::AttrKey, i64>,
+) -> Result<(), StoreError> {
+    let replacing = seq.is_some();
+    let head = (!plan.head.is_empty()).then_some(&plan.head);
+    let seq = match seq {
+        None => {
+            c.prepare_cached(
+                "INSERT INTO entities (tenant, id, doc, expires_at, view, view_ctx, head) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![tenant, id, plan.doc, plan.expires, plan.view, plan.view_ctx, head])?;
+            c.last_insert_rowid()
+        }
+        Some(seq) => {
+            c.prepare_cached(
+                "UPDATE entities SET doc = ?1, expires_at = ?2, view = ?3, view_ctx = ?4, head = ?5 WHERE seq = ?6",
+            )?
+            .execute(params![plan.doc, plan.expires, plan.view, plan.view_ctx, head, seq])?;
+            seq
+        }
+    };
+    if let Some(types) = plan.types {
+        if replacing {
+            c.prepare_cached("DELETE FROM entity_types WHERE seq = ?1")?
+                .execute(params![seq])?;
+        }
+        let mut ins = c.prepare_cached(
+            "INSERT OR IGNORE INTO entity_types (tenant, type, seq) VALUES (?1, ?2, ?3)",
+        )?;
+        for t in types {
+            ins.execute(params![tenant, t, seq])?;
+        }
+    }
+    if let Some((old_n, boxes)) = plan.geo {
+        delete_geo(c, seq, old_n)?;
+        write_geo(c, seq, &boxes)?;
+    }
+    for (k, d) in plan.counts {
+        *counts.entry(k).or_default() += d;
+    }
+    Ok(())
+}
+
+/// What deleting an entity changes beside its row: its number of geo rows and the counter deltas.
+struct DeletePlan {
+    geo_rows: usize,
+    counts: Vec<(crate::AttrKey, i64)>,
+}
+
+fn plan_delete(old: &Entity) -> DeletePlan {
+    let mut counts = BTreeMap::new();
+    delta(Some(old), None, &mut counts);
+    DeletePlan {
+        geo_rows: geo_boxes(old).len(),
+        counts: nonzero(counts),
+    }
+}
+
+fn apply_delete(
+    c: &Connection,
+    seq: i64,
+    plan: DeletePlan,
+    counts: &mut BTreeMap<crate::AttrKey, i64>,
+) -> Result<(), StoreError> {
+    c.prepare_cached("DELETE FROM entities WHERE seq = ?1")?
+        .execute(params![seq])?;
+    c.prepare_cached("DELETE FROM entity_types WHERE seq = ?1")?
+        .execute(params![seq])?;
+    delete_geo(c, seq, plan.geo_rows)?;
+    for (k, d) in plan.counts {
+        *counts.entry(k).or_default() += d;
+    }
+    Ok(())
 }
 
 /// The compressed view of an entity about to be stored and its context fingerprint (as SQLite's signed
@@ -492,14 +775,6 @@ fn found_of(is_view: bool, v: rusqlite::types::ValueRef<'_>) -> Result<Found, St
     }
 }
 
-fn delete_row(c: &Connection, seq: i64, old: &Entity) -> Result<(), StoreError> {
-    c.prepare_cached("DELETE FROM entities WHERE seq = ?1")?
-        .execute(params![seq])?;
-    c.prepare_cached("DELETE FROM entity_types WHERE seq = ?1")?
-        .execute(params![seq])?;
-    delete_geo(c, seq, geo_boxes(old).len())
-}
-
 /// Remove an entity's `n` geo instances by their exact ids (the R*Tree answers a rowid range only with a full
 /// scan).
 fn delete_geo(c: &Connection, seq: i64, n: usize) -> Result<(), StoreError> {
@@ -528,44 +803,12 @@ fn lookup_geo_attr(c: &Connection, attr: &str) -> Result<Option<i64>, StoreError
     )
 }
 
-fn write_types(
-    c: &Connection,
-    tenant: &str,
-    seq: i64,
-    old: Option<&Entity>,
-    new: &Entity,
-) -> Result<(), StoreError> {
-    let new_types = misto_ngsild::entity::types(new);
-    if let Some(old) = old {
-        if misto_ngsild::entity::types(old) == new_types {
-            return Ok(());
-        }
-        c.prepare_cached("DELETE FROM entity_types WHERE seq = ?1")?
-            .execute(params![seq])?;
-    }
-    let mut ins = c.prepare_cached(
-        "INSERT OR IGNORE INTO entity_types (tenant, type, seq) VALUES (?1, ?2, ?3)",
-    )?;
-    for t in new_types {
-        ins.execute(params![tenant, t, seq])?;
-    }
-    Ok(())
-}
-
+/// Index an entity's geo boxes (its rows are gone or never were).
 fn write_geo(
     c: &Connection,
     seq: i64,
-    old: Option<&Entity>,
-    new: &Entity,
+    boxes: &[(String, geo::Rect<f64>)],
 ) -> Result<(), StoreError> {
-    let boxes = geo_boxes(new);
-    if let Some(old) = old {
-        let before = geo_boxes(old);
-        if before == boxes {
-            return Ok(());
-        }
-        delete_geo(c, seq, before.len())?;
-    }
     for (n, (attr, r)) in boxes.iter().enumerate().take(GEO_SLOTS as usize) {
         let a = geo_attr_id(c, attr)?;
         c.prepare_cached(
@@ -747,11 +990,15 @@ fn run_query(c: &Connection, tenant: &str, q: &EntityQuery) -> Result<QueryPage,
         }
         Some(filter) => {
             // Ordered drivers page with a keyset on seq; the geo driver with offsets over a stable R*Tree order.
+            // Column 4 is the filter head; the geo driver also reads each candidate's box (columns 5..=8) for
+            // `bbox_test`.
             let sql = if ordered {
-                format!("SELECT e.seq, e.doc, {view_cols} {from} AND e.seq > ?{order} LIMIT {SCAN_CHUNK}")
+                format!("SELECT e.seq, e.doc, {view_cols}, e.head {from} AND e.seq > ?{order} LIMIT {SCAN_CHUNK}")
             } else {
-                format!("SELECT e.seq, e.doc, {view_cols} {from} LIMIT {SCAN_CHUNK} OFFSET ?")
+                format!("SELECT e.seq, e.doc, {view_cols}, e.head, g.minx, g.maxx, g.miny, g.maxy {from} LIMIT {SCAN_CHUNK} OFFSET ?")
             };
+            let head_reads = q.filter_reads.as_ref().filter(|_| q.filter_values_only);
+            let box_test = q.bbox_test.as_ref().filter(|_| !ordered);
             let mut st = c.prepare_cached(&sql)?;
             let mut cursor: i64 = 0;
             let mut matched: u64 = 0;
@@ -766,20 +1013,50 @@ fn run_query(c: &Connection, tenant: &str, q: &EntityQuery) -> Result<QueryPage,
                     let seq: i64 = r.get(0)?;
                     if ordered {
                         cursor = seq;
-                    } else if !seen.insert(seq) {
+                    } else if seen.contains(&seq) {
                         continue;
                     }
-                    let json = doc::json_of(r.get_ref(1)?)?;
-                    let passes = match &q.filter_reads {
-                        Some(names) => filter(&doc::partial(&json, names)?),
-                        None => filter(&doc::full(&json)?),
+                    // The R*Tree's box holds the instance's geometry (SQLite rounds its 32-bit bounds
+                    // outwards): a refused box rules this instance out without inflating the document. The
+                    // entity is not marked seen, so another of its boxes still gets it judged.
+                    if let Some(test) = box_test {
+                        let b = geo::Rect::new(
+                            (r.get::<_, f64>(5)?, r.get::<_, f64>(7)?),
+                            (r.get::<_, f64>(6)?, r.get::<_, f64>(8)?),
+                        );
+                        if !test(&b) {
+                            continue;
+                        }
+                    }
+                    if !ordered {
+                        seen.insert(seq);
+                    }
+                    // Judged from the head where the filter allows it and the row has one, else from the
+                    // document (kept for the page, so it is inflated once).
+                    let mut json = None;
+                    let passes = match (head_reads, r.get_ref(4)?) {
+                        (Some(names), rusqlite::types::ValueRef::Blob(h)) => {
+                            filter(&doc::head_partial(
+                                &doc::json_of(rusqlite::types::ValueRef::Blob(h))?,
+                                names,
+                            )?)
+                        }
+                        _ => {
+                            let j = doc::json_of(r.get_ref(1)?)?;
+                            let passes = match &q.filter_reads {
+                                Some(names) => filter(&doc::partial(&j, names)?),
+                                None => filter(&doc::full(&j)?),
+                            };
+                            json = Some(j);
+                            passes
+                        }
                     };
                     if !passes {
                         continue;
                     }
                     // Only entities on the page are parsed whole.
                     if matched as usize >= q.offset && page.len() < q.limit {
-                        push_row(q, r, Some(&json), &mut page)?;
+                        push_row(q, r, json.as_deref(), &mut page)?;
                     }
                     matched += 1;
                     if !q.count && page.len() >= q.limit {
@@ -849,9 +1126,8 @@ fn apply_purge(
             continue;
         };
         if let Some((seq, old)) = load(c, tenant, &id)? {
-            delete_row(c, seq, &old)?;
+            apply_delete(c, seq, plan_delete(&old), &mut counts)?;
             journal.record(c, tenant, &id, Some(&old), None)?;
-            delta(Some(&old), None, &mut counts);
             ids.push(id);
         }
     }
@@ -877,13 +1153,13 @@ fn apply_expire(
     let mut out = Vec::with_capacity(due.len());
     let mut by_tenant: BTreeMap<String, BTreeMap<crate::AttrKey, i64>> = BTreeMap::new();
     for (seq, tenant, id, old) in due {
-        delete_row(c, seq, &old)?;
-        journal.record(c, &tenant, &id, Some(&old), None)?;
-        delta(
-            Some(&old),
-            None,
+        apply_delete(
+            c,
+            seq,
+            plan_delete(&old),
             by_tenant.entry(tenant.clone()).or_default(),
-        );
+        )?;
+        journal.record(c, &tenant, &id, Some(&old), None)?;
         out.push((tenant, id));
     }
     for (tenant, counts) in by_tenant {
@@ -943,6 +1219,41 @@ impl EntityStore for SqliteStore {
             .send(|reply| WriteMsg::Modify {
                 tenant,
                 ops,
+                view,
+                reply,
+            })
+            .await;
+        observe("modify", started);
+        r
+    }
+
+    async fn modify_retrying(
+        &self,
+        tenant: &str,
+        id: &str,
+        f: RetryFn,
+        view: Option<ViewFn>,
+    ) -> Result<CasOutcome, StoreError> {
+        let started = Instant::now();
+        // The snapshot is one lookup by the unique index plus CPU work: it runs on the calling thread (like
+        // `get`), in parallel with other requests, instead of on the single writer.
+        let c = self.readers.take()?;
+        let snapshot = prepare(&c, tenant, id, &f, view.as_ref());
+        self.readers.give(c);
+        let prepared = match snapshot? {
+            Snapshot::Answer(a) => {
+                observe("modify", started);
+                return Ok(a);
+            }
+            Snapshot::Write(p) => p,
+        };
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        let r = self
+            .send(|reply| WriteMsg::Cas {
+                tenant,
+                id,
+                prepared,
+                f,
                 view,
                 reply,
             })

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use misto_ngsild::{Entity, NgsiError};
 use misto_store::notify::{DeliveryStatus, NewNotification, Settle};
-use misto_store::{modify, Change, EntityQuery, EntityStore, ModifyFn};
+use misto_store::{modify, Change, EntityQuery, EntityStore, ModifyFn, RetryFn};
 use serde_json::{json, Value};
 
 struct Backend {
@@ -153,6 +153,128 @@ async fn concurrent_updates_are_not_lost(s: Arc<dyn EntityStore>) {
     for i in 0..20 {
         assert!(e.contains_key(&format!("a{i}")), "update {i} was lost");
     }
+}
+
+/// A closure for `modify_retrying` that adds attribute `a{i}`.
+fn add_attr(i: usize) -> RetryFn {
+    Arc::new(move |cur: Option<&Entity>| {
+        let mut e = cur
+            .cloned()
+            .ok_or_else(|| NgsiError::not_found("no such entity"))?;
+        e.insert(format!("a{i}"), json!([{"type": "Property", "value": i}]));
+        Ok(Change::Put(e))
+    })
+}
+
+async fn retrying_modifications(s: Arc<dyn EntityStore>) {
+    // On a missing entity the closure decides: an error, or a creation.
+    let r = s
+        .modify_retrying("", "urn:r:1", add_attr(0), None)
+        .await
+        .unwrap();
+    assert!(r.is_err());
+    let e = entity("urn:r:1", "T", json!({"location": point(30.5, 50.4)}));
+    let made: RetryFn = Arc::new(move |cur: Option<&Entity>| match cur {
+        Some(_) => Err(NgsiError::exists("exists")),
+        None => Ok(Change::Put(e.clone())),
+    });
+    let r = s
+        .modify_retrying("", "urn:r:1", made.clone(), Some(view_of(3)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(r.before.is_none() && r.after.is_some());
+    assert!(s
+        .modify_retrying("", "urn:r:1", made, None)
+        .await
+        .unwrap()
+        .is_err());
+    let got = s.get_found("", "urn:r:1", 3).await.unwrap().unwrap();
+    assert_eq!(found_id(&got), (true, "urn:r:1".to_string()));
+    // Concurrent updates through both paths: none is lost.
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                s.modify_retrying("", "urn:r:1", add_attr(i), None)
+                    .await
+                    .unwrap()
+                    .unwrap();
+            } else {
+                let f = add_attr(i);
+                let op: ModifyFn = Box::new(move |cur| f(cur));
+                modify(s.as_ref(), "", "urn:r:1", op)
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let e = s.get("", "urn:r:1").await.unwrap().unwrap();
+    for i in 0..40 {
+        assert!(e.contains_key(&format!("a{i}")), "update {i} was lost");
+    }
+    // Keep writes nothing and reports the entity as it is.
+    let keep: RetryFn = Arc::new(|_: Option<&Entity>| Ok(Change::Keep));
+    let r = s
+        .modify_retrying("", "urn:r:1", keep, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.before, r.after);
+    assert_eq!(r.after.as_ref(), Some(&e));
+    // Indexes follow: types, counts, the spatial index.
+    let t = s.types("").await.unwrap();
+    let tt = t.iter().find(|x| x.type_iri == "T").unwrap();
+    assert!(tt.attributes.contains(&("a7".into(), "Property".into(), 1)));
+    let moved: RetryFn = Arc::new(|cur: Option<&Entity>| {
+        let mut e = cur.cloned().unwrap_or_default();
+        e.insert("location".into(), point(10.0, 10.0));
+        e.insert("type".into(), json!(["U"]));
+        Ok(Change::Put(e))
+    });
+    s.modify_retrying("", "urn:r:1", moved, None)
+        .await
+        .unwrap()
+        .unwrap();
+    let near = |x: f64, y: f64| EntityQuery {
+        bbox: Some((
+            "location".into(),
+            geo::Rect::new((x - 0.1, y - 0.1), (x + 0.1, y + 0.1)),
+        )),
+        types: Some(vec!["U".into()]),
+        limit: 10,
+        ..Default::default()
+    };
+    assert!(s
+        .query("", &near(30.5, 50.4))
+        .await
+        .unwrap()
+        .entities
+        .is_empty());
+    assert_eq!(
+        s.query("", &near(10.0, 10.0)).await.unwrap().entities.len(),
+        1
+    );
+    let gone: RetryFn = Arc::new(|_: Option<&Entity>| Ok(Change::Delete));
+    let r = s
+        .modify_retrying("", "urn:r:1", gone, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(r.before.is_some() && r.after.is_none());
+    assert!(s.get("", "urn:r:1").await.unwrap().is_none());
+    assert!(s
+        .query("", &near(10.0, 10.0))
+        .await
+        .unwrap()
+        .entities
+        .is_empty());
+    assert!(s.types("").await.unwrap().is_empty());
 }
 
 async fn delete_and_counts(s: &dyn EntityStore) {
@@ -352,6 +474,58 @@ async fn queries(s: &dyn EntityStore) {
     got.sort();
     let expect: Vec<String> = (100..=120).map(|i| format!("urn:q:{i:03}")).collect();
     assert_eq!(got, expect);
+    // A box test that refuses boxes its filter would refuse changes nothing in the answer.
+    let west: misto_store::EntityFilter = Arc::new(|e: &Entity| {
+        e["location"][0]["value"]["coordinates"][0]
+            .as_f64()
+            .is_some_and(|x| x <= 30.1105)
+    });
+    let tested = EntityQuery {
+        filter: Some(west.clone()),
+        bbox_test: Some(Arc::new(|b: &geo::Rect<f64>| b.min().x <= 30.1105)),
+        offset: 2,
+        limit: 5,
+        count: true,
+        ..boxed.clone()
+    };
+    let untested = EntityQuery {
+        bbox_test: None,
+        ..tested.clone()
+    };
+    let (a, b) = (
+        s.query("", &tested).await.unwrap(),
+        s.query("", &untested).await.unwrap(),
+    );
+    assert_eq!(a.total, Some(11), "i = 100..=110");
+    assert_eq!((ids(&a), a.total), (ids(&b), b.total));
+    // A filter on values only may be judged from reduced entities; the page still holds whole ones.
+    let high: misto_store::EntityFilter = Arc::new(|e: &Entity| {
+        e["n"][0]["value"].as_i64().is_some_and(|n| n >= 200) && e["n"][0].get("unitCode").is_none()
+    });
+    let on_values = EntityQuery {
+        types: Some(vec!["A".into()]),
+        filter: Some(high),
+        filter_reads: Some(vec!["n".into()]),
+        filter_values_only: true,
+        offset: 3,
+        limit: 7,
+        count: true,
+        ..Default::default()
+    };
+    let on_docs = EntityQuery {
+        filter_values_only: false,
+        ..on_values.clone()
+    };
+    let (a, b) = (
+        s.query("", &on_values).await.unwrap(),
+        s.query("", &on_docs).await.unwrap(),
+    );
+    assert_eq!(a.total, Some(40));
+    assert_eq!((ids(&a), a.total), (ids(&b), b.total));
+    assert!(a
+        .entities
+        .iter()
+        .all(|e| e.contains_key("location") && e.contains_key("createdAt")));
     let other_attr = EntityQuery {
         bbox: Some((
             "elsewhere".into(),
@@ -723,6 +897,7 @@ async fn run(name: &str, s: Arc<dyn EntityStore>) {
         "views" => views(s.as_ref()).await,
         "subscriptions" => subscriptions(s.as_ref()).await,
         "journal_and_outbox" => journal_and_outbox(s.as_ref()).await,
+        "retrying_modifications" => retrying_modifications(s).await,
         other => panic!("unknown test {other}"),
     }
 }
@@ -738,5 +913,6 @@ suite!(
     ten_thousand_in_one_call,
     views,
     subscriptions,
-    journal_and_outbox
+    journal_and_outbox,
+    retrying_modifications
 );

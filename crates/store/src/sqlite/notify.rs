@@ -8,7 +8,7 @@ use misto_ngsild::Entity;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
-use super::{doc, ModifyOutcome, SqliteStore, WriteMsg};
+use super::{doc, SqliteStore, WriteMsg};
 use crate::notify::{
     DeliveryStatus, JournalEntry, NewNotification, NotifyStore, PendingNotification, Settle,
     StoredSubscription,
@@ -86,7 +86,7 @@ impl Journal {
         &self,
         c: &Connection,
         tenant: &str,
-        out: &ModifyOutcome,
+        out: &[Result<crate::Modified, misto_ngsild::NgsiError>],
     ) -> Result<(), StoreError> {
         if !self.is_on(tenant) {
             return Ok(());
