@@ -160,17 +160,19 @@ impl NotifyStore for PgStore {
 
     async fn delete_subscription(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
+        // Outbox rows first, then the subscription: the order in which a delivery outcome locks them, so a
+        // deletion during a delivery waits instead of deadlocking.
+        sqlx::query("DELETE FROM outbox WHERE tenant = $1 AND subscription_id = $2")
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         let n = sqlx::query("DELETE FROM subscriptions WHERE tenant = $1 AND id = $2")
             .bind(tenant)
             .bind(id)
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        sqlx::query("DELETE FROM outbox WHERE tenant = $1 AND subscription_id = $2")
-            .bind(tenant)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         Ok(n > 0)
     }
