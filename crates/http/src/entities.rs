@@ -17,20 +17,6 @@ use crate::problem::ApiResult;
 use crate::request::{self, LimitedBody};
 use crate::{AppState, St};
 
-/// Characters an entity id may hold that cannot stand in a URL path segment as they are.
-const PATH_UNSAFE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'`')
-    .add(b'{')
-    .add(b'}')
-    .add(b'/')
-    .add(b'%');
-
 /// Every item of a projection list must be an attribute name. Nested projections (`a{b}`) reach into linked
 /// entities, which only a join retrieves; this broker does not join, so braces are refused whatever their shape.
 fn names_valid(param: &str, names: &[String]) -> Result<(), NgsiError> {
@@ -207,20 +193,7 @@ pub async fn create(
     let (body, ctx) = request::body(&s, &headers, &bytes, false).await?;
     let id = s.broker.create_entity(&tenant, &ctx, &body).await?;
     s.note_tenant(&tenant);
-    let mut r = StatusCode::CREATED.into_response();
-    let loc = format!(
-        "/ngsi-ld/v1/entities/{}",
-        percent_encoding::utf8_percent_encode(&id, PATH_UNSAFE)
-    );
-    if let Ok(v) = HeaderValue::from_str(&loc) {
-        r.headers_mut().insert(header::LOCATION, v);
-    }
-    if !tenant.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&tenant) {
-            r.headers_mut().insert(request::TENANT_HEADER, v);
-        }
-    }
-    Ok(r)
+    Ok(request::created("/ngsi-ld/v1/entities", &id))
 }
 
 pub async fn retrieve(

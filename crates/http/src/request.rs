@@ -134,3 +134,31 @@ impl axum::extract::FromRequest<AppState> for LimitedBody {
         }
     }
 }
+
+/// Characters an id may hold that cannot stand in a URL path segment as they are.
+const PATH_UNSAFE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'/')
+    .add(b'%');
+
+/// A 201 answer whose Location is `collection/id` (the tenant is echoed by the precheck).
+pub fn created(collection: &str, id: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut r = axum::http::StatusCode::CREATED.into_response();
+    let loc = format!(
+        "{collection}/{}",
+        percent_encoding::utf8_percent_encode(id, PATH_UNSAFE)
+    );
+    if let Ok(v) = axum::http::HeaderValue::from_str(&loc) {
+        r.headers_mut().insert(axum::http::header::LOCATION, v);
+    }
+    r
+}

@@ -1,7 +1,7 @@
 //! `/subscriptions` (§5.8, §6.10–6.11 of the HTTP binding): create, list, retrieve, update, delete.
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use misto_broker::subscriptions::ShowOptions;
 use misto_ngsild::NgsiError;
@@ -12,27 +12,6 @@ use crate::problem::ApiResult;
 use crate::request::{self, LimitedBody};
 use crate::{paging, St};
 
-/// Characters a subscription id may hold that cannot stand in a URL path segment as they are.
-const PATH_UNSAFE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'`')
-    .add(b'{')
-    .add(b'}');
-
-fn with_tenant(mut r: axum::response::Response, tenant: &str) -> axum::response::Response {
-    if !tenant.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(tenant) {
-            r.headers_mut().insert(request::TENANT_HEADER, v);
-        }
-    }
-    r
-}
-
 pub async fn create(
     State(s): St,
     headers: HeaderMap,
@@ -42,15 +21,7 @@ pub async fn create(
     let (body, ctx) = request::body(&s, &headers, &bytes, false).await?;
     let id = s.broker.create_subscription(&tenant, &ctx, &body).await?;
     s.note_tenant(&tenant);
-    let mut r = StatusCode::CREATED.into_response();
-    let loc = format!(
-        "/ngsi-ld/v1/subscriptions/{}",
-        percent_encoding::utf8_percent_encode(&id, PATH_UNSAFE)
-    );
-    if let Ok(v) = HeaderValue::from_str(&loc) {
-        r.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(with_tenant(r, &tenant))
+    Ok(request::created("/ngsi-ld/v1/subscriptions", &id))
 }
 
 fn show_options(p: &crate::params::Params) -> Result<ShowOptions, NgsiError> {
@@ -81,7 +52,7 @@ pub async fn retrieve(
         accept,
         request::link_for(&s, &ctx),
     )?;
-    Ok(with_tenant(r, &tenant))
+    Ok(r)
 }
 
 pub async fn list(State(s): St, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
@@ -123,7 +94,7 @@ pub async fn list(State(s): St, headers: HeaderMap, RawQuery(q): RawQuery) -> Ap
         more: offset.saturating_add(limit) < total,
     };
     paging::add_links(&mut r, "/ngsi-ld/v1/subscriptions", &p, &page);
-    Ok(with_tenant(r, &tenant))
+    Ok(r)
 }
 
 pub async fn update(
@@ -140,11 +111,11 @@ pub async fn update(
     s.broker
         .update_subscription(&tenant, &id, &ctx, &body)
         .await?;
-    Ok(with_tenant(StatusCode::NO_CONTENT.into_response(), &tenant))
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 pub async fn delete(State(s): St, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
     let tenant = request::read_tenant(&s, &headers)?;
     s.broker.delete_subscription(&tenant, &id).await?;
-    Ok(with_tenant(StatusCode::NO_CONTENT.into_response(), &tenant))
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -92,8 +92,8 @@ fn key_values(v: &Value, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Check a whole subscription document (after an update too). `now` decides whether expiresAt is past.
-pub fn validate(doc: &Map<String, Value>, is_update: bool) -> Result<()> {
+/// Check a whole subscription document (after an update too).
+pub fn validate(doc: &Map<String, Value>) -> Result<()> {
     if let Some(t) = doc.get("type") {
         if t != "Subscription" {
             return Err(bad("type must be \"Subscription\""));
@@ -218,7 +218,6 @@ pub fn validate(doc: &Map<String, Value>, is_update: bool) -> Result<()> {
         .as_object()
         .ok_or_else(|| bad("notification must be an object"))?;
     validate_notification(n)?;
-    let _ = is_update;
     Ok(())
 }
 
@@ -533,7 +532,7 @@ impl Broker {
         if doc.get("type").is_none() {
             return Err(bad("type must be \"Subscription\""));
         }
-        validate(&doc, false)?;
+        validate(&doc)?;
         self.check_subscription_contexts(&doc).await?;
         let now = misto_ngsild::validate::now();
         let rec = Record {
@@ -674,7 +673,7 @@ impl Broker {
             }
             rec.doc.insert(k.clone(), v);
         }
-        validate(&rec.doc, true)?;
+        validate(&rec.doc)?;
         self.check_subscription_contexts(&rec.doc).await?;
         matching::Compiled::build(tenant, id, &rec, &written)?;
         rec.modified_at = misto_ngsild::validate::now();
