@@ -18,7 +18,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::doc;
-use crate::summary::{delta, geo_boxes, nonzero};
+use crate::summary::{delta, geo_boxes, geo_values, nonzero, same_keys};
 use crate::{
     Change, EntityQuery, EntityStore, Found, Modified, ModifyFn, QueryPage, RetryFn, StoreError,
     TypeSummary, ViewFn,
@@ -597,13 +597,22 @@ fn plan_put(
         Some(o) if misto_ngsild::entity::types(o) == new_types => None,
         _ => Some(new_types.into_iter().map(str::to_string).collect()),
     };
-    let boxes = geo_boxes(new);
-    let geo = match old.map(geo_boxes) {
-        Some(before) if before == boxes => None,
-        before => Some((before.map_or(0, |b| b.len()), boxes)),
+    // Most updates change values only: equal GeoProperty values and equal summary keys are checked without
+    // parsing geometries or building keys.
+    let geo = match old {
+        Some(o) if geo_values(o) == geo_values(new) => None,
+        _ => {
+            let boxes = geo_boxes(new);
+            match old.map(geo_boxes) {
+                Some(before) if before == boxes => None,
+                before => Some((before.map_or(0, |b| b.len()), boxes)),
+            }
+        }
     };
     let mut counts = BTreeMap::new();
-    delta(old, Some(new), &mut counts);
+    if !old.is_some_and(|o| same_keys(o, new)) {
+        delta(old, Some(new), &mut counts);
+    }
     Ok(PutPlan {
         doc: doc::encode(new)?,
         head: doc::head(new)?,
