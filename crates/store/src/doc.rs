@@ -256,7 +256,7 @@ mod tests {
                 .iter()
                 .map(|n| n.to_string())
                 .collect();
-            needs.extend(misto_query::q::ENTITY_MEMBERS.iter().map(|n| n.to_string()));
+            needs.extend(expr.entity_members().iter().map(|n| n.to_string()));
             let h = head_partial(&raw, &needs).unwrap();
             assert_eq!(expr.matches_map(&h), expr.matches_map(&e), "{q}");
         }

@@ -817,6 +817,29 @@ fn write_counts(
     Ok(())
 }
 
+/// Row ids already handled by a scan. Ids are trusted integers: a multiplicative hash instead of SipHash,
+/// which showed in query profiles.
+type SeqSet = std::collections::HashSet<i64, std::hash::BuildHasherDefault<SeqHasher>>;
+
+#[derive(Default)]
+struct SeqHasher(u64);
+
+impl std::hash::Hasher for SeqHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_i64(&mut self, n: i64) {
+        self.0 = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 /// How a query finds its candidates: which index drives the scan, and in what order.
 enum Driver {
     /// All entities of the tenant, in insertion order.
@@ -948,7 +971,7 @@ fn run_query(c: &Connection, tenant: &str, q: &EntityQuery) -> Result<QueryPage,
                 );
                 let mut st = c.prepare_cached(&sql)?;
                 let mut rows = st.query(params_from_iter(args.iter()))?;
-                let mut seen = std::collections::HashSet::new();
+                let mut seen = SeqSet::default();
                 while let Some(r) = rows.next()? {
                     let seq: i64 = r.get(0)?;
                     if !ordered && !seen.insert(seq) {
@@ -972,7 +995,7 @@ fn run_query(c: &Connection, tenant: &str, q: &EntityQuery) -> Result<QueryPage,
             let mut st = c.prepare_cached(&sql)?;
             let mut cursor: i64 = 0;
             let mut matched: u64 = 0;
-            let mut seen = std::collections::HashSet::new();
+            let mut seen = SeqSet::default();
             'scan: loop {
                 let mut a = args.clone();
                 a.push(rusqlite::types::Value::Integer(cursor));
