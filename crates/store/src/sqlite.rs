@@ -98,6 +98,7 @@ impl ReaderPool {
         c.busy_timeout(std::time::Duration::from_secs(5))?;
         // Pages come from the OS page cache; no mmap, so the process's memory stays its own.
         c.pragma_update(None, "cache_size", -8000)?;
+        register_box_test(&c)?;
         Ok(c)
     }
 
@@ -118,6 +119,7 @@ fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     c.pragma_update(None, "temp_store", "MEMORY")?;
     c.pragma_update(None, "wal_autocheckpoint", 4000)?;
     migrate(&c)?;
+    register_box_test(&c)?;
     Ok(c)
 }
 
@@ -840,6 +842,46 @@ impl std::hash::Hasher for SeqHasher {
     }
 }
 
+thread_local! {
+    /// The `bbox_test` of the query this thread is scanning, for the SQL function `misto_box_ok`.
+    static BOX_TEST: std::cell::RefCell<Option<crate::BoxTest>> = const { std::cell::RefCell::new(None) };
+}
+
+/// `misto_box_ok(minx, maxx, miny, maxy)`: the running query's `bbox_test` on an R*Tree box (true without one).
+/// As a condition on the R*Tree alone, SQLite checks it before joining the entity row, so a refused box
+/// costs neither the row nor its type lookup.
+fn register_box_test(c: &Connection) -> Result<(), StoreError> {
+    c.create_scalar_function(
+        "misto_box_ok",
+        4,
+        rusqlite::functions::FunctionFlags::SQLITE_UTF8,
+        |ctx| {
+            let b = geo::Rect::new(
+                (ctx.get::<f64>(0)?, ctx.get::<f64>(2)?),
+                (ctx.get::<f64>(1)?, ctx.get::<f64>(3)?),
+            );
+            Ok(BOX_TEST.with(|t| t.borrow().as_ref().is_none_or(|test| test(&b))))
+        },
+    )?;
+    Ok(())
+}
+
+/// Sets the thread's box test for one scan and clears it when dropped (also on errors).
+struct BoxTestScope;
+
+impl BoxTestScope {
+    fn set(test: Option<&crate::BoxTest>) -> BoxTestScope {
+        BOX_TEST.with(|t| *t.borrow_mut() = test.cloned());
+        BoxTestScope
+    }
+}
+
+impl Drop for BoxTestScope {
+    fn drop(&mut self) {
+        BOX_TEST.with(|t| *t.borrow_mut() = None);
+    }
+}
+
 /// How a query finds its candidates: which index drives the scan, and in what order.
 enum Driver {
     /// All entities of the tenant, in insertion order.
@@ -983,15 +1025,21 @@ fn run_query(c: &Connection, tenant: &str, q: &EntityQuery) -> Result<QueryPage,
         }
         Some(filter) => {
             // Ordered drivers page with a keyset on seq; the geo driver with offsets over a stable R*Tree order.
-            // Column 4 is the filter head; the geo driver also reads each candidate's box (columns 5..=8) for
-            // `bbox_test`.
+            // Column 4 is the filter head. The geo driver refuses boxes with `bbox_test` in SQL (the R*Tree's
+            // box holds the instance's geometry: SQLite rounds its 32-bit bounds outwards). A refused instance
+            // only rules out this row: another box of the same entity still gets it judged.
+            let box_test = q.bbox_test.as_ref().filter(|_| !ordered);
             let sql = if ordered {
                 format!("SELECT e.seq, e.doc, {view_cols}, e.head {from} AND e.seq > ?{order} LIMIT {SCAN_CHUNK}")
+            } else if box_test.is_some() {
+                format!("SELECT e.seq, e.doc, {view_cols}, e.head {from} AND misto_box_ok(g.minx, g.maxx, g.miny, g.maxy) LIMIT {SCAN_CHUNK} OFFSET ?")
             } else {
-                format!("SELECT e.seq, e.doc, {view_cols}, e.head, g.minx, g.maxx, g.miny, g.maxy {from} LIMIT {SCAN_CHUNK} OFFSET ?")
+                format!(
+                    "SELECT e.seq, e.doc, {view_cols}, e.head {from} LIMIT {SCAN_CHUNK} OFFSET ?"
+                )
             };
+            let _scope = BoxTestScope::set(box_test);
             let head_reads = q.filter_reads.as_ref().filter(|_| q.filter_values_only);
-            let box_test = q.bbox_test.as_ref().filter(|_| !ordered);
             let mut st = c.prepare_cached(&sql)?;
             let mut cursor: i64 = 0;
             let mut matched: u64 = 0;
@@ -1006,23 +1054,8 @@ fn run_query(c: &Connection, tenant: &str, q: &EntityQuery) -> Result<QueryPage,
                     let seq: i64 = r.get(0)?;
                     if ordered {
                         cursor = seq;
-                    } else if seen.contains(&seq) {
+                    } else if !seen.insert(seq) {
                         continue;
-                    }
-                    // The R*Tree's box holds the instance's geometry (SQLite rounds its 32-bit bounds
-                    // outwards): a refused box rules this instance out without inflating the document. The
-                    // entity is not marked seen, so another of its boxes still gets it judged.
-                    if let Some(test) = box_test {
-                        let b = geo::Rect::new(
-                            (r.get::<_, f64>(5)?, r.get::<_, f64>(7)?),
-                            (r.get::<_, f64>(6)?, r.get::<_, f64>(8)?),
-                        );
-                        if !test(&b) {
-                            continue;
-                        }
-                    }
-                    if !ordered {
-                        seen.insert(seq);
                     }
                     // Judged from the head where the filter allows it and the row has one, else from the
                     // document (kept for the page, so it is inflated once).
