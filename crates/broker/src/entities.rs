@@ -104,25 +104,27 @@ impl Broker {
         ctx: Option<&Context>,
         id: &str,
         f: RetryFn,
-    ) -> Result<Modified> {
+    ) -> Result<()> {
         let view = ctx.and_then(crate::views::viewer);
         let f = unexpired_retrying(f);
         let out = self.store.modify_retrying(tenant, id, f, view).await??;
-        self.note(tenant, id, &out);
-        Ok(out)
+        self.note(tenant, id, out);
+        Ok(())
     }
 
-    fn note(&self, tenant: &str, id: &str, m: &Modified) {
+    /// Count a committed change and publish it (moved, not copied: entities are large and most writes have no
+    /// listener).
+    fn note(&self, tenant: &str, id: &str, m: Modified) {
         if m.before.is_some() || m.after.is_some() {
-            if m.before.as_ref() == m.after.as_ref() {
+            if m.before == m.after {
                 return;
             }
             metrics::counter!("misto_entity_writes_total").increment(1);
             self.publish(EntityChange {
                 tenant: tenant.to_string(),
                 id: id.to_string(),
-                before: m.before.clone(),
-                after: m.after.clone(),
+                before: m.before,
+                after: m.after,
             });
         }
     }
@@ -607,7 +609,7 @@ impl Broker {
                         if m.before.is_none() && m.after.is_some() {
                             outcome.created.push(id.clone());
                         }
-                        self.note(tenant, &id, &m);
+                        self.note(tenant, &id, m);
                         outcome.success.push(id);
                     }
                     Err(e) => outcome.errors.push((id, e)),

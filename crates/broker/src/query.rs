@@ -220,7 +220,7 @@ pub fn compile(p: &EntityQueryParams, ctx: &Context, limit: usize) -> Result<Com
             misto_query::q::parse(q).map_err(|e| NgsiError::bad_data(format!("q: {e}")))?;
         expr.map_attribute_names(&mut |n: &str| ctx.expand(n));
         note(&mut reads, &expr.attribute_names());
-        note(&mut reads, misto_query::q::ENTITY_MEMBERS);
+        note(&mut reads, &expr.entity_members());
         values_only &= expr.reads_values_only();
         checks.push(Box::new(move |e: &Entity| expr.matches_map(e)));
     }

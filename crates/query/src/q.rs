@@ -833,6 +833,29 @@ impl QExpr {
         }
     }
 
+    /// The entity members ([`ENTITY_MEMBERS`]) the expression names at top level: with
+    /// [`QExpr::attribute_names`], every top-level member evaluation reads.
+    pub fn entity_members(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        self.collect_members(&mut out);
+        out
+    }
+
+    fn collect_members(&self, out: &mut Vec<&'static str>) {
+        match self {
+            QExpr::And(v) | QExpr::Or(v) => v.iter().for_each(|e| e.collect_members(out)),
+            QExpr::Term(QTerm::Exists(p) | QTerm::NotExists(p) | QTerm::Compare(p, _, _)) => {
+                if p.sub.is_empty() {
+                    if let Some(m) = ENTITY_MEMBERS.iter().find(|m| **m == p.attr) {
+                        if !out.contains(m) {
+                            out.push(m);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Whether evaluation reads of each attribute instance only its kind (`type`) and its value member
     /// (`value`, `object`, `languageMap`, …): true when no path names a sub-attribute or metadata.
     pub fn reads_values_only(&self) -> bool {

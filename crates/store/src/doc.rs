@@ -125,27 +125,50 @@ pub fn head(e: &Entity) -> Result<Vec<u8>, StoreError> {
     compress(&out)
 }
 
-/// Write a member as the head holds it: entity members whole, attribute instances reduced.
+/// Write a member as the head holds it: entity members whole, attribute instances reduced (serialized
+/// through filtering views, without copying the entity).
 fn reduced(name: &str, v: &Value, out: &mut Vec<u8>) -> Result<(), StoreError> {
-    let reduce = |i: &Value| match i {
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .filter(|(k, _)| crate::VALUE_MEMBERS.contains(&k.as_str()))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        ),
-        other => other.clone(),
-    };
-    let v = if misto_query::q::ENTITY_MEMBERS.contains(&name) {
-        Cow::Borrowed(v)
+    let r = if misto_query::q::ENTITY_MEMBERS.contains(&name) {
+        serde_json::to_writer(out, v)
     } else {
         match v {
-            Value::Array(items) => Cow::Owned(Value::Array(items.iter().map(reduce).collect())),
-            Value::Object(_) => Cow::Owned(reduce(v)),
-            other => Cow::Borrowed(other),
+            Value::Array(items) => serde_json::to_writer(out, &ReducedList(items)),
+            other => serde_json::to_writer(out, &Reduced(other)),
         }
     };
-    serde_json::to_writer(out, v.as_ref()).map_err(|e| StoreError::Other(e.to_string()))
+    r.map_err(|e| StoreError::Other(e.to_string()))
+}
+
+/// An attribute instance as the head holds it: only [`crate::VALUE_MEMBERS`] (anything but an object as is).
+struct Reduced<'a>(&'a Value);
+
+impl serde::Serialize for Reduced<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self.0 {
+            Value::Object(m) => {
+                let kept = || {
+                    m.iter()
+                        .filter(|(k, _)| crate::VALUE_MEMBERS.contains(&k.as_str()))
+                };
+                let mut map = s.serialize_map(Some(kept().count()))?;
+                for (k, v) in kept() {
+                    map.serialize_entry(k, v)?;
+                }
+                map.end()
+            }
+            other => other.serialize(s),
+        }
+    }
+}
+
+/// A list of attribute instances as the head holds it.
+struct ReducedList<'a>(&'a [Value]);
+
+impl serde::Serialize for ReducedList<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(Reduced))
+    }
 }
 
 /// Only the named members of an (inflated) head.
@@ -256,7 +279,7 @@ mod tests {
                 .iter()
                 .map(|n| n.to_string())
                 .collect();
-            needs.extend(misto_query::q::ENTITY_MEMBERS.iter().map(|n| n.to_string()));
+            needs.extend(expr.entity_members().iter().map(|n| n.to_string()));
             let h = head_partial(&raw, &needs).unwrap();
             assert_eq!(expr.matches_map(&h), expr.matches_map(&e), "{q}");
         }

@@ -18,7 +18,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::doc;
-use crate::summary::{delta, geo_boxes, nonzero};
+use crate::summary::{delta, geo_boxes, geo_values, nonzero, same_keys};
 use crate::{
     Change, EntityQuery, EntityStore, Found, Modified, ModifyFn, QueryPage, RetryFn, StoreError,
     TypeSummary, ViewFn,
@@ -109,6 +109,7 @@ impl ReaderPool {
         c.busy_timeout(std::time::Duration::from_secs(5))?;
         // Pages come from the OS page cache; no mmap, so the process's memory stays its own.
         c.pragma_update(None, "cache_size", -8000)?;
+        register_box_test(&c)?;
         Ok(c)
     }
 
@@ -129,6 +130,7 @@ fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     c.pragma_update(None, "temp_store", "MEMORY")?;
     c.pragma_update(None, "wal_autocheckpoint", 4000)?;
     migrate(&c)?;
+    register_box_test(&c)?;
     Ok(c)
 }
 
@@ -636,13 +638,22 @@ fn plan_put(
         Some(o) if misto_ngsild::entity::types(o) == new_types => None,
         _ => Some(new_types.into_iter().map(str::to_string).collect()),
     };
-    let boxes = geo_boxes(new);
-    let geo = match old.map(geo_boxes) {
-        Some(before) if before == boxes => None,
-        before => Some((before.map_or(0, |b| b.len()), boxes)),
+    // Most updates change values only: equal GeoProperty values and equal summary keys are checked without
+    // parsing geometries or building keys.
+    let geo = match old {
+        Some(o) if geo_values(o) == geo_values(new) => None,
+        _ => {
+            let boxes = geo_boxes(new);
+            match old.map(geo_boxes) {
+                Some(before) if before == boxes => None,
+                before => Some((before.map_or(0, |b| b.len()), boxes)),
+            }
+        }
     };
     let mut counts = BTreeMap::new();
-    delta(old, Some(new), &mut counts);
+    if !old.is_some_and(|o| same_keys(o, new)) {
+        delta(old, Some(new), &mut counts);
+    }
     Ok(PutPlan {
         doc: doc::encode(new)?,
         head: doc::head(new)?,
@@ -847,6 +858,69 @@ fn write_counts(
     Ok(())
 }
 
+/// Row ids already handled by a scan. Ids are trusted integers: a multiplicative hash instead of SipHash,
+/// which showed in query profiles.
+type SeqSet = std::collections::HashSet<i64, std::hash::BuildHasherDefault<SeqHasher>>;
+
+#[derive(Default)]
+struct SeqHasher(u64);
+
+impl std::hash::Hasher for SeqHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_i64(&mut self, n: i64) {
+        self.0 = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+thread_local! {
+    /// The `bbox_test` of the query this thread is scanning, for the SQL function `misto_box_ok`.
+    static BOX_TEST: std::cell::RefCell<Option<crate::BoxTest>> = const { std::cell::RefCell::new(None) };
+}
+
+/// `misto_box_ok(minx, maxx, miny, maxy)`: the running query's `bbox_test` on an R*Tree box (true without one).
+/// As a condition on the R*Tree alone, SQLite checks it before joining the entity row, so a refused box
+/// costs neither the row nor its type lookup.
+fn register_box_test(c: &Connection) -> Result<(), StoreError> {
+    c.create_scalar_function(
+        "misto_box_ok",
+        4,
+        rusqlite::functions::FunctionFlags::SQLITE_UTF8,
+        |ctx| {
+            let b = geo::Rect::new(
+                (ctx.get::<f64>(0)?, ctx.get::<f64>(2)?),
+                (ctx.get::<f64>(1)?, ctx.get::<f64>(3)?),
+            );
+            Ok(BOX_TEST.with(|t| t.borrow().as_ref().is_none_or(|test| test(&b))))
+        },
+    )?;
+    Ok(())
+}
+
+/// Sets the thread's box test for one scan and clears it when dropped (also on errors).
+struct BoxTestScope;
+
+impl BoxTestScope {
+    fn set(test: Option<&crate::BoxTest>) -> BoxTestScope {
+        BOX_TEST.with(|t| *t.borrow_mut() = test.cloned());
+        BoxTestScope
+    }
+}
+
+impl Drop for BoxTestScope {
+    fn drop(&mut self) {
+        BOX_TEST.with(|t| *t.borrow_mut() = None);
+    }
+}
+
 /// How a query finds its candidates: which index drives the scan, and in what order.
 enum Driver {
     /// All entities of the tenant, in insertion order.
@@ -978,7 +1052,7 @@ fn run_query(c: &Connection, tenant: &str, q: &EntityQuery) -> Result<QueryPage,
                 );
                 let mut st = c.prepare_cached(&sql)?;
                 let mut rows = st.query(params_from_iter(args.iter()))?;
-                let mut seen = std::collections::HashSet::new();
+                let mut seen = SeqSet::default();
                 while let Some(r) = rows.next()? {
                     let seq: i64 = r.get(0)?;
                     if !ordered && !seen.insert(seq) {
@@ -990,19 +1064,25 @@ fn run_query(c: &Connection, tenant: &str, q: &EntityQuery) -> Result<QueryPage,
         }
         Some(filter) => {
             // Ordered drivers page with a keyset on seq; the geo driver with offsets over a stable R*Tree order.
-            // Column 4 is the filter head; the geo driver also reads each candidate's box (columns 5..=8) for
-            // `bbox_test`.
+            // Column 4 is the filter head. The geo driver refuses boxes with `bbox_test` in SQL (the R*Tree's
+            // box holds the instance's geometry: SQLite rounds its 32-bit bounds outwards). A refused instance
+            // only rules out this row: another box of the same entity still gets it judged.
+            let box_test = q.bbox_test.as_ref().filter(|_| !ordered);
             let sql = if ordered {
                 format!("SELECT e.seq, e.doc, {view_cols}, e.head {from} AND e.seq > ?{order} LIMIT {SCAN_CHUNK}")
+            } else if box_test.is_some() {
+                format!("SELECT e.seq, e.doc, {view_cols}, e.head {from} AND misto_box_ok(g.minx, g.maxx, g.miny, g.maxy) LIMIT {SCAN_CHUNK} OFFSET ?")
             } else {
-                format!("SELECT e.seq, e.doc, {view_cols}, e.head, g.minx, g.maxx, g.miny, g.maxy {from} LIMIT {SCAN_CHUNK} OFFSET ?")
+                format!(
+                    "SELECT e.seq, e.doc, {view_cols}, e.head {from} LIMIT {SCAN_CHUNK} OFFSET ?"
+                )
             };
+            let _scope = BoxTestScope::set(box_test);
             let head_reads = q.filter_reads.as_ref().filter(|_| q.filter_values_only);
-            let box_test = q.bbox_test.as_ref().filter(|_| !ordered);
             let mut st = c.prepare_cached(&sql)?;
             let mut cursor: i64 = 0;
             let mut matched: u64 = 0;
-            let mut seen = std::collections::HashSet::new();
+            let mut seen = SeqSet::default();
             'scan: loop {
                 let mut a = args.clone();
                 a.push(rusqlite::types::Value::Integer(cursor));
@@ -1013,23 +1093,8 @@ fn run_query(c: &Connection, tenant: &str, q: &EntityQuery) -> Result<QueryPage,
                     let seq: i64 = r.get(0)?;
                     if ordered {
                         cursor = seq;
-                    } else if seen.contains(&seq) {
+                    } else if !seen.insert(seq) {
                         continue;
-                    }
-                    // The R*Tree's box holds the instance's geometry (SQLite rounds its 32-bit bounds
-                    // outwards): a refused box rules this instance out without inflating the document. The
-                    // entity is not marked seen, so another of its boxes still gets it judged.
-                    if let Some(test) = box_test {
-                        let b = geo::Rect::new(
-                            (r.get::<_, f64>(5)?, r.get::<_, f64>(7)?),
-                            (r.get::<_, f64>(6)?, r.get::<_, f64>(8)?),
-                        );
-                        if !test(&b) {
-                            continue;
-                        }
-                    }
-                    if !ordered {
-                        seen.insert(seq);
                     }
                     // Judged from the head where the filter allows it and the row has one, else from the
                     // document (kept for the page, so it is inflated once).
