@@ -21,6 +21,7 @@ pub struct Endpoint {
     pub uri: String,
     pub accept: String,
     pub receiver_info: Vec<(String, String)>,
+    pub notifier_info: Vec<(String, String)>,
 }
 
 /// A subscription ready to be matched against changes.
@@ -41,6 +42,15 @@ pub struct Compiled {
     pub endpoint: Endpoint,
     /// The parameters of a query for the periodic notifications of `timeInterval` subscriptions.
     pub periodic: Vec<EntityQueryParams>,
+}
+
+/// What a subscription's entity selectors pin down, for indexing: every selector names ids, or every
+/// selector names types, or neither.
+#[derive(Debug, PartialEq)]
+pub enum SelectionKeys {
+    Ids(Vec<String>),
+    Types(Vec<String>),
+    Any,
 }
 
 /// What changed in one entity.
@@ -186,19 +196,8 @@ impl Compiled {
                 .as_str()
                 .unwrap_or("application/json")
                 .to_string(),
-            receiver_info: ep["receiverInfo"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|p| {
-                            Some((
-                                p["key"].as_str()?.to_string(),
-                                p["value"].as_str()?.to_string(),
-                            ))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
+            receiver_info: key_values(&ep["receiverInfo"]),
+            notifier_info: key_values(&ep["notifierInfo"]),
         };
         Ok(Compiled {
             tenant: tenant.to_string(),
@@ -224,6 +223,29 @@ impl Compiled {
     /// Is the subscription in force now (active and not expired)?
     pub fn in_force(&self, now: jiff::Timestamp) -> bool {
         self.active && self.expires_at.is_none_or(|x| x > now)
+    }
+
+    /// The ids or types every entity this subscription selects has one of (deduplicated).
+    pub fn selection_keys(&self) -> SelectionKeys {
+        let all = |f: fn(&EntityQuery) -> Option<&Vec<String>>| -> Option<Vec<String>> {
+            let mut keys = Vec::new();
+            for s in &self.selectors {
+                keys.extend(f(s)?.iter().cloned());
+            }
+            keys.sort_unstable();
+            keys.dedup();
+            Some(keys)
+        };
+        if self.selectors.is_empty() {
+            return SelectionKeys::Any;
+        }
+        if let Some(ids) = all(|s| s.ids.as_ref()) {
+            return SelectionKeys::Ids(ids);
+        }
+        if let Some(ts) = all(|s| s.types.as_ref()) {
+            return SelectionKeys::Types(ts);
+        }
+        SelectionKeys::Any
     }
 
     /// Does the entity satisfy the subscription's selection (entities, q, geoQ, scopeQ)?
@@ -431,4 +453,20 @@ fn previous(inst: &Map<String, Value>, ctx: &Context) -> Option<(&'static str, V
         &RenderOptions::new(Format::Normalized),
     );
     attr.get(member).cloned().map(|v| (prev_key, v))
+}
+
+/// The pairs of a KeyValuePair array (receiverInfo, notifierInfo); validation has checked their shape.
+fn key_values(v: &Value) -> Vec<(String, String)> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| {
+                    Some((
+                        p["key"].as_str()?.to_string(),
+                        p["value"].as_str()?.to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -7,7 +7,9 @@
 //! they are used (matching, rendering for a reader with another context), so a subscription means the same
 //! whatever context later reads it.
 
+mod index;
 pub mod matching;
+pub mod mqtt;
 pub mod notifier;
 
 use misto_ngsild::{Context, NgsiError, Result};
@@ -301,6 +303,21 @@ fn validate_notification(n: &Map<String, Value>) -> Result<()> {
         if let Some(v) = ep.get(k) {
             key_values(v, &format!("notification.endpoint.{k}"))?;
         }
+    }
+    if matches!(parsed.scheme(), "mqtt" | "mqtts") {
+        let info: Vec<(String, String)> = ep
+            .get("notifierInfo")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                Some((
+                    p["key"].as_str()?.to_string(),
+                    p["value"].as_str()?.to_string(),
+                ))
+            })
+            .collect();
+        mqtt::endpoint(uri, &info).map_err(|e| bad(format!("notification.endpoint: {e}")))?;
     }
     Ok(())
 }

@@ -18,7 +18,9 @@ use misto_store::notify::{NewNotification, PendingNotification, Settle};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
+use super::index::TenantSubscriptions;
 use super::matching::Compiled;
+use super::mqtt;
 use super::Record;
 use crate::Broker;
 
@@ -48,13 +50,14 @@ type Key = (String, String);
 /// Subscriptions in force, compiled, and the delivery state of this process.
 pub struct Notifier {
     pub config: NotifierConfig,
-    subs: RwLock<HashMap<String, HashMap<String, Arc<Compiled>>>>,
+    subs: RwLock<HashMap<String, TenantSubscriptions>>,
     journal_wake: Notify,
     delivery_wake: Notify,
     in_flight: Mutex<HashSet<Key>>,
     /// When each subscription was last notified by this process (throttling, timeInterval).
     last_sent: Mutex<HashMap<Key, Instant>>,
     http: reqwest::Client,
+    mqtt: mqtt::MqttClients,
 }
 
 fn key(tenant: &str, id: &str) -> Key {
@@ -78,6 +81,7 @@ impl Notifier {
             in_flight: Mutex::new(HashSet::new()),
             last_sent: Mutex::new(HashMap::new()),
             http,
+            mqtt: mqtt::MqttClients::default(),
         }
     }
 
@@ -90,12 +94,35 @@ impl Notifier {
         self.subs.read().ok()?.get(tenant)?.get(id).cloned()
     }
 
-    fn tenant_subs(&self, tenant: &str) -> Vec<Arc<Compiled>> {
-        self.subs
-            .read()
-            .ok()
-            .and_then(|s| s.get(tenant).map(|m| m.values().cloned().collect()))
-            .unwrap_or_default()
+    /// The subscriptions of a tenant that may select the entity before or after a change.
+    fn candidates(
+        &self,
+        tenant: &str,
+        before: Option<&misto_ngsild::entity::Entity>,
+        after: Option<&misto_ngsild::entity::Entity>,
+    ) -> Vec<Arc<Compiled>> {
+        let Ok(subs) = self.subs.read() else {
+            return Vec::new();
+        };
+        let Some(t) = subs.get(tenant) else {
+            return Vec::new();
+        };
+        let Some(id) = after
+            .or(before)
+            .and_then(|e| e.get("id"))
+            .and_then(Value::as_str)
+        else {
+            return Vec::new();
+        };
+        let mut types: Vec<&str> = Vec::new();
+        for e in [before, after].into_iter().flatten() {
+            for ty in misto_ngsild::entity::types(e) {
+                if !types.contains(&ty) {
+                    types.push(ty);
+                }
+            }
+        }
+        t.candidates(id, &types)
     }
 
     pub fn forget(&self, tenant: &str, id: &str) {
@@ -114,7 +141,7 @@ impl Notifier {
                     if let Ok(mut subs) = self.subs.write() {
                         subs.entry(tenant.to_string())
                             .or_default()
-                            .insert(id.to_string(), Arc::new(c));
+                            .insert(Arc::new(c));
                     }
                 }
                 Err(e) => tracing::warn!(tenant, id, error = %e, "subscription cannot be compiled"),
@@ -134,7 +161,7 @@ impl Notifier {
                             if let Ok(mut subs) = self.subs.write() {
                                 subs.entry(s.tenant.clone())
                                     .or_default()
-                                    .insert(s.id.clone(), Arc::new(c));
+                                    .insert(Arc::new(c));
                             }
                         }
                         Err(e) => {
@@ -178,7 +205,7 @@ impl Notifier {
             let at = jiff::Timestamp::from_millisecond(e.at_ms)
                 .map(validate::format_datetime)
                 .unwrap_or_else(|_| validate::now());
-            for c in self.tenant_subs(&e.tenant) {
+            for c in self.candidates(&e.tenant, e.before.as_ref(), e.after.as_ref()) {
                 if !c.in_force(now) {
                     continue;
                 }
@@ -380,32 +407,49 @@ impl Notifier {
                 }
             }
         }
-        let url = &c.endpoint.uri;
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(format!("the endpoint scheme of {url} is not supported yet"));
-        }
-        let mut req = self.http.post(url).header(
-            "Content-Type",
-            if ld {
-                "application/ld+json"
-            } else {
-                "application/json"
-            },
-        );
+        let content_type = if ld {
+            "application/ld+json"
+        } else {
+            "application/json"
+        };
+        // The headers of the notification, in the order they go out.
+        let mut headers: Vec<(String, String)> = vec![("Content-Type".into(), content_type.into())];
         if !ld {
             if let Some(u) = &link {
-                req = req.header(
-                    "Link",
+                headers.push((
+                    "Link".into(),
                     format!(
                         "<{u}>; rel=\"http://www.w3.org/ns/json-ld#context\"; type=\"application/ld+json\""
                     ),
-                );
+                ));
             }
         }
         if !c.tenant.is_empty() {
-            req = req.header("NGSILD-Tenant", &c.tenant);
+            headers.push(("NGSILD-Tenant".into(), c.tenant.clone()));
         }
-        for (k, v) in &c.endpoint.receiver_info {
+        headers.extend(c.endpoint.receiver_info.iter().cloned());
+        let url = &c.endpoint.uri;
+        if url.starts_with("mqtt://") || url.starts_with("mqtts://") {
+            let ep = mqtt::endpoint(url, &c.endpoint.notifier_info)?;
+            let metadata: serde_json::Map<String, Value> = headers
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect();
+            let message = json!({ "metadata": metadata, "body": body });
+            return self
+                .mqtt
+                .publish(
+                    &ep,
+                    message.to_string().into_bytes(),
+                    self.config.attempt_timeout,
+                )
+                .await;
+        }
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!("the endpoint scheme of {url} is not supported"));
+        }
+        let mut req = self.http.post(url);
+        for (k, v) in &headers {
             req = req.header(k.as_str(), v.as_str());
         }
         let resp = req
