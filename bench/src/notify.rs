@@ -201,7 +201,7 @@ async fn main() -> anyhow::Result<()> {
                     .patch(format!("{api}/entities/{e}/attrs"))
                     .header("Content-Type", "application/json")
                     .body(
-                        json!({"level": {"type": "Property", "value": s % 100},
+                        json!({"level": {"type": "Property", "value": s},
                                "seq": {"type": "Property", "value": s}})
                         .to_string(),
                     )
@@ -236,6 +236,15 @@ async fn main() -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let g = arrivals.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        let missing: Vec<u64> = acks
+            .iter()
+            .map(|(s, _, _)| *s)
+            .filter(|s| !g.contains_key(s))
+            .take(5)
+            .collect();
+        if !missing.is_empty() {
+            eprintln!("  not delivered, e.g. seq {missing:?}");
+        }
         let mut lat: Vec<f64> = acks
             .iter()
             .filter_map(|(s, at, _)| {

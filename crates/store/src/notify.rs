@@ -119,6 +119,13 @@ pub trait NotifyStore: Send + Sync + 'static {
         notifications: Vec<NewNotification>,
     ) -> Result<(), StoreError>;
 
+    /// The oldest pending notification of one subscription, due or not (what its delivery sends next).
+    async fn outbox_next(
+        &self,
+        tenant: &str,
+        subscription_id: &str,
+    ) -> Result<Option<PendingNotification>, StoreError>;
+
     /// For each subscription with pending notifications, its oldest one if that is due at `now_ms` (so that
     /// one subscription's notifications go out in order, and a retried one holds back those behind it).
     async fn outbox_heads(

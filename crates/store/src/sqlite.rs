@@ -292,11 +292,7 @@ fn run_group(conn: &mut Connection, group: Vec<WriteMsg>, journal: &Journal) {
                 view,
                 reply,
             } => {
-                let r = apply_cas(&sp, &tenant, &id, *prepared, f, view).and_then(|out| {
-                    journal
-                        .record_outcome(&sp, &tenant, std::slice::from_ref(&out))
-                        .map(|()| out)
-                });
+                let r = apply_cas(&sp, &tenant, &id, *prepared, f, view, journal);
                 Done::Cas(reply, r)
             }
             WriteMsg::Purge {
@@ -574,16 +570,40 @@ fn apply_cas(
     p: Prepared,
     f: RetryFn,
     view: Option<ViewFn>,
+    journal: &Journal,
 ) -> Result<CasOutcome, StoreError> {
     if load_raw(c, tenant, id)? != p.base {
         metrics::counter!("misto_sqlite_cas_conflicts_total").increment(1);
         let op: ModifyFn = Box::new(move |cur| f(cur));
-        let mut out = apply_modify(c, tenant, vec![(id.to_string(), op)], view.as_ref())?;
+        let out = apply_modify(c, tenant, vec![(id.to_string(), op)], view.as_ref())?;
+        journal.record_outcome(c, tenant, &out)?;
         return Ok(out
-            .pop()
+            .into_iter()
+            .next()
             .unwrap_or_else(|| Err(NgsiError::internal("storage returned no outcome"))));
     }
-    let seq = p.base.map(|(seq, _, _)| seq);
+    // The journal takes the stored bytes of both sides as they are: nothing is encoded twice in the writer.
+    let before_doc = p.base.as_ref().map(|(_, blob, bytes)| {
+        if *blob {
+            rusqlite::types::ValueRef::Blob(bytes)
+        } else {
+            rusqlite::types::ValueRef::Text(bytes)
+        }
+    });
+    match &p.action {
+        PreparedAction::Put(new, plan) if p.before.as_ref() != Some(new) => journal.record_raw(
+            c,
+            tenant,
+            id,
+            before_doc,
+            Some(rusqlite::types::ValueRef::Blob(&plan.doc)),
+        )?,
+        PreparedAction::Delete(_) if p.before.is_some() => {
+            journal.record_raw(c, tenant, id, before_doc, None)?
+        }
+        _ => {}
+    }
+    let seq = p.base.as_ref().map(|(seq, _, _)| *seq);
     let mut counts = BTreeMap::new();
     let out = match p.action {
         PreparedAction::Put(new, plan) => {

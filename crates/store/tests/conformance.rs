@@ -820,6 +820,10 @@ async fn journal_and_outbox(s: &dyn EntityStore) {
         heads.iter().all(|h| h.subscription_id == "urn:s:b"),
         "{heads:?}"
     );
+    // The next of a subscription is its oldest notification, due or not; none in another tenant.
+    let next = s.outbox_next("t", "urn:s:a").await.unwrap().unwrap();
+    assert_eq!((next.id, next.due_ms, next.attempts), (a1, 5_000, 1));
+    assert!(s.outbox_next("other", "urn:s:a").await.unwrap().is_none());
     let heads = s.outbox_heads(5_000, 10).await.unwrap();
     let a = heads
         .iter()
@@ -840,6 +844,11 @@ async fn journal_and_outbox(s: &dyn EntityStore) {
         .find(|h| h.subscription_id == "urn:s:a")
         .unwrap();
     assert_eq!(a2.payload, json!({"n": 2}));
+    assert_eq!(
+        s.outbox_next("t", "urn:s:a").await.unwrap().map(|n| n.id),
+        Some(a2.id),
+        "after a delivery the next is the one behind it"
+    );
     s.outbox_settle(
         a2.id,
         Settle::Failed {

@@ -238,6 +238,22 @@ impl NotifyStore for PgStore {
         Ok(())
     }
 
+    async fn outbox_next(
+        &self,
+        tenant: &str,
+        subscription_id: &str,
+    ) -> Result<Option<PendingNotification>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, tenant, subscription_id, payload, attempts, created_ms, due_ms FROM outbox
+             WHERE tenant = $1 AND subscription_id = $2 ORDER BY id LIMIT 1",
+        )
+        .bind(tenant)
+        .bind(subscription_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(pending_of).transpose()
+    }
+
     async fn outbox_heads(
         &self,
         now_ms: i64,
@@ -252,21 +268,7 @@ impl NotifyStore for PgStore {
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let payload: String = r.try_get(3)?;
-                Ok(PendingNotification {
-                    id: r.try_get(0)?,
-                    tenant: r.try_get(1)?,
-                    subscription_id: r.try_get(2)?,
-                    payload: serde_json::from_str(&payload)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    attempts: r.try_get::<i32, _>(4)? as u32,
-                    created_ms: r.try_get(5)?,
-                    due_ms: r.try_get(6)?,
-                })
-            })
-            .collect()
+        rows.iter().map(pending_of).collect()
     }
 
     async fn outbox_settle(&self, id: i64, outcome: Settle) -> Result<(), StoreError> {
@@ -317,4 +319,17 @@ impl NotifyStore for PgStore {
             .await?;
         Ok(n as u64)
     }
+}
+
+fn pending_of(r: &sqlx::postgres::PgRow) -> Result<PendingNotification, StoreError> {
+    let payload: String = r.try_get(3)?;
+    Ok(PendingNotification {
+        id: r.try_get(0)?,
+        tenant: r.try_get(1)?,
+        subscription_id: r.try_get(2)?,
+        payload: serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        attempts: r.try_get::<i32, _>(4)? as u32,
+        created_ms: r.try_get(5)?,
+        due_ms: r.try_get(6)?,
+    })
 }

@@ -81,6 +81,31 @@ impl Journal {
         Ok(())
     }
 
+    /// Journal one change from documents already encoded as stored (compressed blob or JSON text).
+    pub(super) fn record_raw(
+        &self,
+        c: &Connection,
+        tenant: &str,
+        id: &str,
+        before: Option<rusqlite::types::ValueRef<'_>>,
+        after: Option<rusqlite::types::ValueRef<'_>>,
+    ) -> Result<(), StoreError> {
+        if !self.is_on(tenant) {
+            return Ok(());
+        }
+        c.prepare_cached(
+            "INSERT INTO change_journal (tenant, id, at_ms, before, after) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![
+            tenant,
+            id,
+            now_ms(),
+            before.map(rusqlite::types::ToSqlOutput::Borrowed),
+            after.map(rusqlite::types::ToSqlOutput::Borrowed)
+        ])?;
+        Ok(())
+    }
+
     /// Journal the changes of a modification (operations that changed nothing are not changes).
     pub(super) fn record_outcome(
         &self,
@@ -194,15 +219,15 @@ impl NotifyStore for SqliteStore {
                 return Ok(false);
             }
             if exists {
-                c.execute(
+                c.prepare_cached(
                     "UPDATE subscriptions SET doc = ?3 WHERE tenant = ?1 AND id = ?2",
-                    params![tenant, id, text],
-                )?;
+                )?
+                .execute(params![tenant, id, text])?;
             } else {
-                c.execute(
+                c.prepare_cached(
                     "INSERT INTO subscriptions (tenant, id, doc) VALUES (?1, ?2, ?3)",
-                    params![tenant, id, text],
-                )?;
+                )?
+                .execute(params![tenant, id, text])?;
             }
             journal.refresh(c, &tenant)?;
             Ok(true)
@@ -252,14 +277,11 @@ impl NotifyStore for SqliteStore {
         let (tenant, id) = (tenant.to_string(), id.to_string());
         let journal = self.journal.clone();
         self.write(move |c| {
-            let n = c.execute(
-                "DELETE FROM subscriptions WHERE tenant = ?1 AND id = ?2",
-                params![tenant, id],
-            )?;
-            c.execute(
-                "DELETE FROM outbox WHERE tenant = ?1 AND subscription_id = ?2",
-                params![tenant, id],
-            )?;
+            let n = c
+                .prepare_cached("DELETE FROM subscriptions WHERE tenant = ?1 AND id = ?2")?
+                .execute(params![tenant, id])?;
+            c.prepare_cached("DELETE FROM outbox WHERE tenant = ?1 AND subscription_id = ?2")?
+                .execute(params![tenant, id])?;
             journal.refresh(c, &tenant)?;
             Ok(n > 0)
         })
@@ -314,18 +336,38 @@ impl NotifyStore for SqliteStore {
         .await
     }
 
+    async fn outbox_next(
+        &self,
+        tenant: &str,
+        subscription_id: &str,
+    ) -> Result<Option<PendingNotification>, StoreError> {
+        let (tenant, sub) = (tenant.to_string(), subscription_id.to_string());
+        self.read("outbox", move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, tenant, subscription_id, payload, attempts, created_ms, due_ms FROM outbox
+                 WHERE tenant = ?1 AND subscription_id = ?2 ORDER BY id LIMIT 1",
+            )?;
+            let mut rows = st.query(params![tenant, sub])?;
+            match rows.next()? {
+                Some(r) => Ok(Some(pending_of(r)?)),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
     async fn outbox_heads(
         &self,
         now_ms: i64,
         limit: usize,
     ) -> Result<Vec<PendingNotification>, StoreError> {
         self.read("outbox", move |c| {
-            // SQLite takes the other columns of a min() aggregate from the row that holds the minimum.
+            // The heads come from the (tenant, subscription_id, id) index alone; only they are read whole.
             let mut st = c.prepare_cached(
-                "SELECT id, tenant, subscription_id, payload, attempts, created_ms, due_ms FROM (
-                     SELECT min(id) AS id, tenant, subscription_id, payload, attempts, created_ms, due_ms
-                     FROM outbox GROUP BY tenant, subscription_id)
-                 WHERE due_ms <= ?1 ORDER BY id LIMIT ?2",
+                "SELECT o.id, o.tenant, o.subscription_id, o.payload, o.attempts, o.created_ms, o.due_ms
+                 FROM (SELECT min(id) AS id FROM outbox GROUP BY tenant, subscription_id) h
+                 JOIN outbox o ON o.id = h.id
+                 WHERE o.due_ms <= ?1 ORDER BY o.id LIMIT ?2",
             )?;
             let mut rows = st.query(params![now_ms, limit as i64])?;
             let mut out = Vec::new();
@@ -340,42 +382,39 @@ impl NotifyStore for SqliteStore {
     async fn outbox_settle(&self, id: i64, outcome: Settle) -> Result<(), StoreError> {
         self.write(move |c| {
             let row: Option<(String, String)> = c
-                .query_row(
-                    "SELECT tenant, subscription_id FROM outbox WHERE id = ?1",
-                    params![id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
+                .prepare_cached("SELECT tenant, subscription_id FROM outbox WHERE id = ?1")?
+                .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
             let Some((tenant, sub)) = row else {
                 return Ok(());
             };
             match &outcome {
                 Settle::Delivered { at } => {
-                    c.execute("DELETE FROM outbox WHERE id = ?1", params![id])?;
-                    c.execute(
+                    c.prepare_cached("DELETE FROM outbox WHERE id = ?1")?.execute(params![id])?;
+                    c.prepare_cached(
                         "UPDATE subscriptions SET times_sent = times_sent + 1, last_notification = ?3, last_success = ?3
                          WHERE tenant = ?1 AND id = ?2",
-                        params![tenant, sub, at],
-                    )?;
+                    )?
+                    .execute(params![tenant, sub, at])?;
                 }
                 Settle::Retry { at, due_ms } => {
-                    c.execute(
+                    c.prepare_cached(
                         "UPDATE outbox SET attempts = attempts + 1, due_ms = ?2 WHERE id = ?1",
-                        params![id, due_ms],
-                    )?;
-                    c.execute(
+                    )?
+                    .execute(params![id, due_ms])?;
+                    c.prepare_cached(
                         "UPDATE subscriptions SET times_failed = times_failed + 1, last_notification = ?3, last_failure = ?3
                          WHERE tenant = ?1 AND id = ?2",
-                        params![tenant, sub, at],
-                    )?;
+                    )?
+                    .execute(params![tenant, sub, at])?;
                 }
                 Settle::Failed { at } => {
-                    c.execute("DELETE FROM outbox WHERE id = ?1", params![id])?;
-                    c.execute(
+                    c.prepare_cached("DELETE FROM outbox WHERE id = ?1")?.execute(params![id])?;
+                    c.prepare_cached(
                         "UPDATE subscriptions SET times_failed = times_failed + 1, last_notification = ?3, last_failure = ?3
                          WHERE tenant = ?1 AND id = ?2",
-                        params![tenant, sub, at],
-                    )?;
+                    )?
+                    .execute(params![tenant, sub, at])?;
                 }
             }
             Ok(())

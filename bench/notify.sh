@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Notification benchmark (issue 3 §5): a release `misto serve` on an empty data directory, S subscriptions over N
+# entities, single-attribute writes at rising rates, notifications to a local receiver in the load generator.
+#   bench/notify.sh [sqlite|postgres] [entities] [subscriptions] [rates] [seconds per rate]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+backend=${1:-sqlite}
+n=${2:-100000}
+s=${3:-10000}
+rates=${4:-500,1000,2000,3000}
+secs=${5:-10}
+cargo build --release -q -p misto -p misto-bench
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+data=$(mktemp -d)
+db_args=()
+if [ "$backend" = postgres ]; then
+  db="misto_nbench_$$"
+  psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+  db_args=(--database-url "postgres://postgres@127.0.0.1:5432/$db")
+fi
+MISTO_LOG=warn ./target/release/misto serve --http-addr "127.0.0.1:$port" --data-dir "$data" "${db_args[@]}" > "$data/misto.log" 2>&1 &
+pid=$!
+cleanup() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$data"; if [ "$backend" = postgres ]; then psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db" || true; fi; }
+trap cleanup EXIT
+url="http://127.0.0.1:$port"
+for _ in $(seq 1 100); do curl -sf "$url/ready" >/dev/null && break; sleep 0.1; done
+echo "backend=$backend entities=$n subscriptions=$s"
+cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+c0=$(cpu)
+if [ -n "${PROFILE:-}" ]; then perf record -F 199 --call-graph dwarf,16384 -p "$pid" -o "$PROFILE" 2>/dev/null & perfpid=$!; fi
+./target/release/misto-notify-bench --url "$url" --entities "$n" --subscriptions "$s" --rates "$rates" --seconds "$secs"
+if [ -n "${PROFILE:-}" ]; then kill -INT "$perfpid"; wait "$perfpid" || true; fi
+echo "misto CPU over the whole run: $(( ($(cpu) - c0) / $(getconf CLK_TCK) )) s"
+grep -iE "error|panic" "$data/misto.log" | head -5 || true
