@@ -101,6 +101,31 @@ pub fn prefers_plain_json(headers: &HeaderMap) -> bool {
         .any(|p| p.trim().eq_ignore_ascii_case("body=json"))
 }
 
+/// The NGSI-LD version a client prefers (`Prefer: ngsi-ld=1.x`, §6.3.6 and RFC 7240: preference names are
+/// case-insensitive, values may be quoted and carry parameters, and other preferences may come before it),
+/// as it goes back in `Preference-Applied` (None: no version this broker can answer in was asked for).
+pub fn version_preference(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|pref| {
+            let token = pref.split(';').next()?.trim();
+            let (name, value) = token.split_once('=')?;
+            if !name.trim().eq_ignore_ascii_case("ngsi-ld") {
+                return None;
+            }
+            let v = value.trim().trim_matches('"');
+            let (major, minor) = v.split_once('.')?;
+            let known = major == "1"
+                && minor
+                    .split('.')
+                    .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+            known.then(|| format!("ngsi-ld={v}"))
+        })
+}
+
 /// The `@context` URL of a `Link` header with the JSON-LD context relation.
 pub fn link_context(headers: &HeaderMap) -> Result<Option<String>, NgsiError> {
     let mut found = None;

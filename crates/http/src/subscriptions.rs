@@ -45,13 +45,20 @@ pub async fn retrieve(
         .broker
         .subscription_view(&sub, &ctx, show_options(&p)?)
         .await?;
-    let r = respond(
+    let mut r = respond(
         StatusCode::OK,
         body,
         &ctx,
         accept,
         request::link_for(&s, &ctx),
     )?;
+    // A Subscription has no earlier-version fallbacks (§4.3.6.8 covers Entity data): it is answered as it
+    // is, and the version preference is still applied.
+    if let Some(v) = crate::negotiate::version_preference(&headers) {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&v) {
+            r.headers_mut().insert("Preference-Applied", v);
+        }
+    }
     Ok(r)
 }
 

@@ -564,3 +564,90 @@ async fn periodic_subscriptions_send_matching_entities() {
         .unwrap();
     assert_eq!(r.status(), 204);
 }
+
+#[tokio::test]
+async fn a_version_preference_is_applied_and_the_subscription_returned_unaltered() {
+    let t = TestServer::start().await;
+    let id = "urn:ngsi-ld:Subscription:prefer";
+    subscribe(
+        &t,
+        &subscription(
+            id,
+            "http://127.0.0.1:9/notify",
+            json!({"notification": {
+            "attributes": ["airQualityLevel"], "endpoint": {"uri": "http://127.0.0.1:9/notify"}}}),
+        ),
+    )
+    .await;
+    let plain = t.get_json(&format!("/subscriptions/{id}"), None).await;
+    for (prefer, applied) in [
+        ("ngsi-ld=1.0", Some("ngsi-ld=1.0")),
+        ("NGSI-LD=1.0", Some("ngsi-ld=1.0")),
+        ("ngsi-ld=\"1.6\"", Some("ngsi-ld=1.6")),
+        ("ngsi-ld=1.0;q=0.1", Some("ngsi-ld=1.0")),
+        ("respond-async, ngsi-ld=1.8.1", Some("ngsi-ld=1.8.1")),
+        ("respond-async", None),
+        ("ngsi-ld=banana", None),
+    ] {
+        let r = t
+            .req(Method::GET, &format!("/subscriptions/{id}"))
+            .header("Prefer", prefer)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{prefer}");
+        assert_eq!(
+            r.headers()
+                .get("preference-applied")
+                .and_then(|v| v.to_str().ok()),
+            applied,
+            "{prefer}"
+        );
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(
+            body, plain,
+            "{prefer}: a Subscription has no earlier-version form"
+        );
+    }
+}
+
+#[tokio::test]
+async fn key_values_notifications_and_reads_carry_system_attributes_when_asked() {
+    let t = TestServer::start().await;
+    let mut rx = receiver(0).await;
+    t.create(&building("urn:ngsi-ld:Building:sys", "Sys", 1), None)
+        .await;
+    subscribe(
+        &t,
+        &subscription(
+            "urn:ngsi-ld:Subscription:sys",
+            &rx.url,
+            json!({"notification": {"format": "keyValues", "sysAttrs": true,
+                                    "endpoint": {"uri": rx.url.clone()}}}),
+        ),
+    )
+    .await;
+    patch_level(&t, "urn:ngsi-ld:Building:sys", 2).await;
+    let (_, n) = rx.next().await;
+    let item = &n["data"][0];
+    assert_eq!(item["airQualityLevel"], 2, "{n}");
+    assert!(
+        item["createdAt"].is_string() && item["modifiedAt"].is_string(),
+        "{n}"
+    );
+    let e = t
+        .get_json(
+            "/entities/urn:ngsi-ld:Building:sys?options=keyValues,sysAttrs",
+            None,
+        )
+        .await;
+    assert_eq!(e["airQualityLevel"], 2, "{e}");
+    assert!(
+        e["createdAt"].is_string() && e["modifiedAt"].is_string(),
+        "{e}"
+    );
+    let e = t
+        .get_json("/entities/urn:ngsi-ld:Building:sys?options=keyValues", None)
+        .await;
+    assert!(e.get("createdAt").is_none(), "{e}");
+}

@@ -60,7 +60,9 @@ pub fn render_entity(e: &Entity, ctx: &Context, opts: &RenderOptions) -> Value {
     if let Some(scope) = e.get("scope") {
         out.insert("scope".into(), one_or_many(scope));
     }
-    if opts.sys_attrs && opts.format != Format::KeyValues {
+    // The entity's system attributes are members of the entity in every format, keyValues included (only
+    // attribute values lose their metadata there).
+    if opts.sys_attrs {
         for k in ["createdAt", "modifiedAt"] {
             if let Some(v) = e.get(k) {
                 out.insert(k.into(), v.clone());
@@ -68,7 +70,7 @@ pub fn render_entity(e: &Entity, ctx: &Context, opts: &RenderOptions) -> Value {
         }
     }
     // expiresAt is a system attribute (§6.3.11): shown with sysAttrs only.
-    if opts.sys_attrs && opts.format != Format::KeyValues {
+    if opts.sys_attrs {
         if let Some(v) = e.get("expiresAt") {
             out.insert("expiresAt".into(), v.clone());
         }
