@@ -651,3 +651,67 @@ async fn key_values_notifications_and_reads_carry_system_attributes_when_asked()
         .await;
     assert!(e.get("createdAt").is_none(), "{e}");
 }
+
+#[tokio::test]
+async fn deleting_one_instance_by_dataset_id_is_an_attribute_deletion() {
+    let t = TestServer::start().await;
+    let mut rx = receiver(0).await;
+    t.create(
+        &json!({"id": "urn:ngsi-ld:Building:ds", "type": "Building",
+                "name": [{"type": "Property", "value": "Eiffel Tower"},
+                         {"type": "Property", "value": "Tour Eiffel", "datasetId": "urn:ngsi-ld:Dataset:fr"},
+                         {"type": "Property", "value": "Eiffelturm", "datasetId": "urn:ngsi-ld:Dataset:de"}]}),
+        None,
+    )
+    .await;
+    subscribe(
+        &t,
+        &subscription(
+            "urn:ngsi-ld:Subscription:ds",
+            &rx.url,
+            json!({"watchedAttributes": ["name"], "notificationTrigger": ["attributeDeleted"]}),
+        ),
+    )
+    .await;
+    let r = t
+        .req(
+            Method::DELETE,
+            "/entities/urn:ngsi-ld:Building:ds/attrs/name?datasetId=urn:ngsi-ld:Dataset:fr",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let (_, n) = rx.next().await;
+    let name = n["data"][0]["name"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        name.len(),
+        3,
+        "the two remaining instances and the deleted one: {n}"
+    );
+    let deleted: Vec<&Value> = name
+        .iter()
+        .filter(|i| i["datasetId"] == "urn:ngsi-ld:Dataset:fr")
+        .collect();
+    assert_eq!(deleted.len(), 1, "{n}");
+    assert_eq!(deleted[0]["value"], "urn:ngsi-ld:null", "{n}");
+    assert!(
+        name.iter().any(|i| i["value"] == "Eiffelturm"),
+        "the remaining instances are kept: {n}"
+    );
+    // An update of a remaining instance is not an attribute deletion.
+    patch_name_de(&t).await;
+    rx.nothing_for(Duration::from_millis(1500)).await;
+}
+
+async fn patch_name_de(t: &TestServer) {
+    let r = t
+        .send(
+            Method::PATCH,
+            "/entities/urn:ngsi-ld:Building:ds/attrs",
+            &json!({"name": {"type": "Property", "value": "Der Turm", "datasetId": "urn:ngsi-ld:Dataset:de"}}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+}

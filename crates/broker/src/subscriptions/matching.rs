@@ -63,6 +63,12 @@ pub struct ChangeSet {
     pub attrs_deleted: Vec<String>,
     /// Something other than attributes changed (type, scope).
     pub entity_only: bool,
+    /// Attributes that lost some of their instances (by datasetId) but not all: the lost instances.
+    pub instances_deleted: Vec<(String, Vec<Value>)>,
+}
+
+fn dataset_of(inst: &Value) -> Option<&Value> {
+    inst.get("datasetId")
 }
 
 impl ChangeSet {
@@ -81,7 +87,27 @@ impl ChangeSet {
                 for n in attribute_names(a) {
                     match b.get(n) {
                         None => c.attrs_created.push(n.clone()),
-                        Some(old) if Some(old) != a.get(n) => c.attrs_updated.push(n.clone()),
+                        Some(old) if Some(old) != a.get(n) => {
+                            let (Some(old), Some(new)) =
+                                (old.as_array(), a.get(n).and_then(Value::as_array))
+                            else {
+                                c.attrs_updated.push(n.clone());
+                                continue;
+                            };
+                            // Instances whose datasetId is gone were deleted (an attributeDeleted of
+                            // those instances); the attribute was updated only if what remains changed.
+                            let (kept, lost): (Vec<&Value>, Vec<&Value>) = old
+                                .iter()
+                                .partition(|i| new.iter().any(|j| dataset_of(j) == dataset_of(i)));
+                            if !lost.is_empty() {
+                                c.instances_deleted
+                                    .push((n.clone(), lost.into_iter().cloned().collect()));
+                            }
+                            if kept.len() != new.len() || kept.iter().zip(new).any(|(k, j)| *k != j)
+                            {
+                                c.attrs_updated.push(n.clone());
+                            }
+                        }
                         _ => {}
                     }
                 }
@@ -287,7 +313,10 @@ impl Compiled {
         let on = |t: &str| self.triggers.contains(t);
         let created = self.watches(&c.attrs_created);
         let updated = self.watches(&c.attrs_updated);
-        let deleted = self.watches(&c.attrs_deleted);
+        let mut deleted = self.watches(&c.attrs_deleted);
+        let instance_names: Vec<String> =
+            c.instances_deleted.iter().map(|(n, _)| n.clone()).collect();
+        deleted.extend(self.watches(&instance_names));
         let any_watched = !created.is_empty() || !updated.is_empty() || !deleted.is_empty();
         let fires_deleted_attrs = on("attributeDeleted") && !deleted.is_empty();
         let fires = if c.created {
@@ -360,7 +389,8 @@ impl Compiled {
             Vec::new()
         };
         for name in shown_deleted {
-            if !self.shows(name) {
+            // Instance deletions of attributes that remain are shown below, beside what remains.
+            if !self.shows(name) || !c.attrs_deleted.contains(name) {
                 continue;
             }
             let Some(old) = before.and_then(|b| b.get(name)).and_then(Value::as_array) else {
@@ -402,6 +432,43 @@ impl Compiled {
                 }
             };
             item.insert(key, v);
+        }
+        // Deleted instances of attributes that keep others join the remaining instances as NGSI-LD Null
+        // with their datasetId.
+        if (deleted_fired || self.show_changes) && self.render.format != Format::KeyValues {
+            for (name, lost) in &c.instances_deleted {
+                if !self.shows(name) || !(self.show_changes || deleted_watched.contains(name)) {
+                    continue;
+                }
+                let key = self.ctx.compact(name);
+                let mut list = match item.remove(&key) {
+                    Some(Value::Array(a)) => a,
+                    Some(v) => vec![v],
+                    None => Vec::new(),
+                };
+                for inst in lost {
+                    let kind = inst
+                        .get("type")
+                        .and_then(Value::as_str)
+                        .unwrap_or("Property");
+                    let mut m = Map::new();
+                    m.insert("type".into(), json!(kind));
+                    if let Some(d) = dataset_of(inst) {
+                        m.insert("datasetId".into(), d.clone());
+                    }
+                    match null_member(kind) {
+                        ("languageMap", _) => {
+                            m.insert("languageMap".into(), json!({"@none": NULL}))
+                        }
+                        (member, _) => m.insert(member.into(), json!(NULL)),
+                    };
+                    if self.render.sys_attrs {
+                        m.insert("deletedAt".into(), json!(at));
+                    }
+                    list.push(Value::Object(m));
+                }
+                item.insert(key, Value::Array(list));
+            }
         }
         if self.show_changes && self.render.format != Format::KeyValues {
             if let (Some(b), Some(_)) = (before, after) {
