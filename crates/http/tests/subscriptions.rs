@@ -699,17 +699,45 @@ async fn deleting_one_instance_by_dataset_id_is_an_attribute_deletion() {
         name.iter().any(|i| i["value"] == "Eiffelturm"),
         "the remaining instances are kept: {n}"
     );
+    // keyValues shows the instances by datasetId, the deleted one as NGSI-LD Null.
+    let mut kv = receiver(0).await;
+    subscribe(
+        &t,
+        &subscription(
+            "urn:ngsi-ld:Subscription:ds-kv",
+            &kv.url,
+            json!({"watchedAttributes": ["name"], "notificationTrigger": ["attributeDeleted"],
+                   "notification": {"format": "keyValues", "endpoint": {"uri": kv.url.clone()}}}),
+        ),
+    )
+    .await;
+    let r = t
+        .req(
+            Method::DELETE,
+            "/entities/urn:ngsi-ld:Building:ds/attrs/name?datasetId=urn:ngsi-ld:Dataset:de",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let (_, n) = kv.next().await;
+    assert_eq!(
+        n["data"][0]["name"],
+        json!({"dataset": {"@none": "Eiffel Tower", "urn:ngsi-ld:Dataset:de": "urn:ngsi-ld:null"}}),
+        "{n}"
+    );
+    let _ = rx.next().await;
     // An update of a remaining instance is not an attribute deletion.
-    patch_name_de(&t).await;
+    patch_name_default(&t).await;
     rx.nothing_for(Duration::from_millis(1500)).await;
 }
 
-async fn patch_name_de(t: &TestServer) {
+async fn patch_name_default(t: &TestServer) {
     let r = t
         .send(
             Method::PATCH,
             "/entities/urn:ngsi-ld:Building:ds/attrs",
-            &json!({"name": {"type": "Property", "value": "Der Turm", "datasetId": "urn:ngsi-ld:Dataset:de"}}),
+            &json!({"name": {"type": "Property", "value": "La tour"}}),
             None,
         )
         .await;

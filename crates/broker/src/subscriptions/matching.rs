@@ -435,12 +435,33 @@ impl Compiled {
         }
         // Deleted instances of attributes that keep others join the remaining instances as NGSI-LD Null
         // with their datasetId.
-        if (deleted_fired || self.show_changes) && self.render.format != Format::KeyValues {
+        if deleted_fired || self.show_changes {
             for (name, lost) in &c.instances_deleted {
                 if !self.shows(name) || !(self.show_changes || deleted_watched.contains(name)) {
                     continue;
                 }
                 let key = self.ctx.compact(name);
+                if self.render.format == Format::KeyValues {
+                    // keyValues shows instances as {"dataset": {datasetId or @none: value}}.
+                    let mut dataset = match item.remove(&key) {
+                        Some(Value::Object(mut o))
+                            if o.get("dataset").is_some_and(Value::is_object) =>
+                        {
+                            match o.remove("dataset") {
+                                Some(Value::Object(d)) => d,
+                                _ => Map::new(),
+                            }
+                        }
+                        Some(v) => Map::from_iter([("@none".to_string(), v)]),
+                        None => Map::new(),
+                    };
+                    for inst in lost {
+                        let ds = dataset_of(inst).and_then(Value::as_str).unwrap_or("@none");
+                        dataset.insert(ds.to_string(), json!(NULL));
+                    }
+                    item.insert(key, json!({ "dataset": dataset }));
+                    continue;
+                }
                 let mut list = match item.remove(&key) {
                     Some(Value::Array(a)) => a,
                     Some(v) => vec![v],
