@@ -333,7 +333,7 @@ impl StoredInstance {
 }
 
 /// A number as JSON: integral values stay integers (`21` rather than `21.0`).
-fn number(n: f64) -> Value {
+pub fn number(n: f64) -> Value {
     if n.fract() == 0.0 && n.abs() < 9.0e15 {
         Value::from(n as i64)
     } else {
