@@ -157,6 +157,11 @@ pub fn router(state: AppState) -> Router {
             "/temporal/entities/{id}/attrs/{attr}/{instance}",
             axum::routing::patch(temporal::patch_instance).delete(temporal::delete_instance),
         )
+        // §6.24 names it /temporal/entityOperations/query; earlier drafts /temporalEntityOperations/query.
+        .route(
+            "/temporal/entityOperations/query",
+            post(temporal::query_post),
+        )
         .route(
             "/temporalEntityOperations/query",
             post(temporal::query_post),

@@ -85,7 +85,9 @@ fn allowed(route: &str, method: &Method) -> Option<&'static [&'static [&'static 
         ("/temporal/entities", "GET") => &[SELECT, TEMPORAL, LIST],
         ("/temporal/entities", _) => &[&["local"]],
         ("/temporal/entities/{id}", "GET") => &[TEMPORAL],
-        ("/temporalEntityOperations/query", _) => &[TEMPORAL, LIST],
+        ("/temporalEntityOperations/query", _) | ("/temporal/entityOperations/query", _) => {
+            &[TEMPORAL, LIST]
+        }
         (r, _) if r.starts_with("/temporal/") => &[&["datasetId", "deleteAll"]],
         (r, _) if r.starts_with("/entityOperations/") => &[&["options", "local"]],
         ("/types", _) | ("/types/{type}", _) | ("/attributes", _) | ("/attributes/{attr}", _) => {

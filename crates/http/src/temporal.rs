@@ -34,9 +34,10 @@ fn format_of(p: &Params) -> Result<(TemporalFormat, bool), NgsiError> {
             "sysAttrs" => sys_attrs = true,
             "normalized" => {}
             other => {
-                return Err(NgsiError::bad_data(format!(
-                    "options: '{other}' is not an option of the temporal API"
-                )))
+                return Err(NgsiError::new(
+                    misto_ngsild::ErrorKind::InvalidRequest,
+                    format!("options: '{other}' is not an option of the temporal API"),
+                ))
             }
         }
     }
@@ -45,9 +46,10 @@ fn format_of(p: &Params) -> Result<(TemporalFormat, bool), NgsiError> {
         Some("temporalValues") => set(TemporalFormat::TemporalValues)?,
         Some("aggregatedValues") => set(TemporalFormat::Aggregated)?,
         Some(other) => {
-            return Err(NgsiError::bad_data(format!(
-                "format: '{other}' is not a temporal representation"
-            )))
+            return Err(NgsiError::new(
+                misto_ngsild::ErrorKind::InvalidRequest,
+                format!("format: '{other}' is not a temporal representation"),
+            ))
         }
     }
     Ok((format, sys_attrs))
