@@ -13,9 +13,10 @@ CREATE TABLE temporal_types (
     tenant TEXT NOT NULL,
     type TEXT NOT NULL,
     id TEXT NOT NULL,
-    PRIMARY KEY (tenant, type, id)
+    PRIMARY KEY (tenant, id, type)
 ) WITHOUT ROWID;
-CREATE INDEX temporal_types_type ON temporal_types (type);
+-- Keyed by entity so that replacing an entity's types is a key range; by type for selection and retention.
+CREATE INDEX temporal_types_type ON temporal_types (type, tenant, id);
 
 CREATE TABLE temporal_series (
     sid INTEGER PRIMARY KEY,
