@@ -8,6 +8,7 @@ pub mod entities;
 pub mod ordering;
 pub mod query;
 pub mod subscriptions;
+pub mod temporal;
 pub mod typeexpr;
 mod views;
 

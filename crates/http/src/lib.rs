@@ -14,6 +14,7 @@ mod problem;
 mod rendered;
 mod request;
 mod subscriptions;
+mod temporal;
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
@@ -135,6 +136,35 @@ pub fn router(state: AppState) -> Router {
             get(subscriptions::retrieve)
                 .patch(subscriptions::update)
                 .delete(subscriptions::delete),
+        )
+        .route(
+            "/temporal/entities",
+            get(temporal::query).post(temporal::create),
+        )
+        .route(
+            "/temporal/entities/{id}",
+            get(temporal::retrieve).delete(temporal::delete),
+        )
+        .route(
+            "/temporal/entities/{id}/attrs",
+            post(temporal::append_attrs),
+        )
+        .route(
+            "/temporal/entities/{id}/attrs/{attr}",
+            axum::routing::delete(temporal::delete_attr),
+        )
+        .route(
+            "/temporal/entities/{id}/attrs/{attr}/{instance}",
+            axum::routing::patch(temporal::patch_instance).delete(temporal::delete_instance),
+        )
+        // §6.24 names it /temporal/entityOperations/query; earlier drafts /temporalEntityOperations/query.
+        .route(
+            "/temporal/entityOperations/query",
+            post(temporal::query_post),
+        )
+        .route(
+            "/temporalEntityOperations/query",
+            post(temporal::query_post),
         )
         .route("/types", get(catalog::types))
         .route("/types/{type}", get(catalog::type_info))

@@ -182,6 +182,16 @@ fn str_member(v: &Value, k: &str) -> Result<Option<String>, NgsiError> {
 
 /// The Query data type (§5.2.23) to query parameters.
 fn query_from_body(body: &Value) -> Result<EntityQueryParams, NgsiError> {
+    if body.get("temporalQ").is_some() {
+        return Err(NgsiError::bad_data(
+            "query: temporalQ belongs to the temporal API, not to entity queries",
+        ));
+    }
+    query_selection(body)
+}
+
+/// The entity selection of a Query (§5.2.23): everything but `temporalQ`.
+pub(crate) fn query_selection(body: &Value) -> Result<EntityQueryParams, NgsiError> {
     let obj = body
         .as_object()
         .ok_or_else(|| NgsiError::bad_data("the query must be a JSON object"))?;
@@ -190,11 +200,6 @@ fn query_from_body(body: &Value) -> Result<EntityQueryParams, NgsiError> {
         _ => return Err(NgsiError::bad_data("the query's type must be \"Query\"")),
     }
     let mut p = EntityQueryParams::default();
-    if obj.contains_key("temporalQ") {
-        return Err(NgsiError::bad_data(
-            "query: temporalQ belongs to the temporal API, not to entity queries",
-        ));
-    }
     if let Some(ents) = obj.get("entities") {
         let list = ents
             .as_array()

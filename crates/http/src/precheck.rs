@@ -55,6 +55,22 @@ const LIST: &[&str] = &[
     "orderFrom",
 ];
 
+/// The temporal query (§5.7.3) and the temporal representations.
+const TEMPORAL: &[&str] = &[
+    "timerel",
+    "timeAt",
+    "endTimeAt",
+    "timeproperty",
+    "lastN",
+    "aggrMethods",
+    "aggrPeriodDuration",
+    "options",
+    "format",
+    "attrs",
+    "lang",
+    "type",
+];
+
 /// The parameters an operation defines, as groups; None leaves the route unchecked.
 fn allowed(route: &str, method: &Method) -> Option<&'static [&'static [&'static str]]> {
     let r = route.strip_prefix("/ngsi-ld/v1").unwrap_or(route);
@@ -66,6 +82,13 @@ fn allowed(route: &str, method: &Method) -> Option<&'static [&'static [&'static 
         | ("/entities/{id}/attrs", _)
         | ("/entities/{id}/attrs/{attr}", _) => &[RENDER, &["deleteAll", "noOverwrite"]],
         ("/entityOperations/query", _) => &[RENDER, LIST],
+        ("/temporal/entities", "GET") => &[SELECT, TEMPORAL, LIST],
+        ("/temporal/entities", _) => &[&["local"]],
+        ("/temporal/entities/{id}", "GET") => &[TEMPORAL],
+        ("/temporalEntityOperations/query", _) | ("/temporal/entityOperations/query", _) => {
+            &[TEMPORAL, LIST]
+        }
+        (r, _) if r.starts_with("/temporal/") => &[&["datasetId", "deleteAll"]],
         (r, _) if r.starts_with("/entityOperations/") => &[&["options", "local"]],
         ("/types", _) | ("/types/{type}", _) | ("/attributes", _) | ("/attributes/{attr}", _) => {
             &[&["details", "local", "via", "limit", "offset"]]

@@ -49,6 +49,8 @@ struct FileConfig {
     remote_contexts: Option<bool>,
     max_limit: Option<usize>,
     log_format: Option<String>,
+    /// Entity type → ISO 8601 duration: attribute instances older than that are removed (`[temporal_retention]`).
+    temporal_retention: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// Effective settings.
@@ -62,6 +64,8 @@ pub struct Settings {
     pub remote_contexts: bool,
     pub max_limit: usize,
     pub log_json: bool,
+    /// (entity type, ISO 8601 duration) retention rules of the temporal store.
+    pub temporal_retention: Vec<(String, String)>,
 }
 
 /// Merge flags/env over the file over defaults.
@@ -118,6 +122,11 @@ pub fn resolve(args: &ServeArgs, file: Option<&Path>) -> anyhow::Result<Settings
             .unwrap_or(true),
         max_limit: args.max_limit.or(file_cfg.max_limit).unwrap_or(1000),
         log_json,
+        temporal_retention: file_cfg
+            .temporal_retention
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
     })
 }
 

@@ -74,6 +74,10 @@ pub async fn serve(s: Settings, seeder: Option<Seeder>) -> anyhow::Result<()> {
     );
     let expiry = broker.spawn_expiry(Duration::from_secs(1));
     let notifier = broker.spawn_notifier();
+    let retention = misto_broker::temporal::retention::Retention::parse(&s.temporal_retention)
+        .map_err(|e| anyhow::anyhow!("temporal_retention: {e}"))?;
+    let retention =
+        (!retention.is_empty()).then(|| broker.spawn_retention(retention, Duration::from_secs(60)));
     let state = AppState::new(
         broker.clone(),
         HttpConfig {
@@ -99,6 +103,9 @@ pub async fn serve(s: Settings, seeder: Option<Seeder>) -> anyhow::Result<()> {
         .context("the HTTP server failed")?;
     expiry.abort();
     notifier.abort();
+    if let Some(r) = retention {
+        r.abort();
+    }
     tracing::info!("stopped: in-flight requests finished");
     Ok(())
 }

@@ -15,9 +15,11 @@ pub mod notify;
 pub mod postgres;
 pub mod sqlite;
 mod summary;
+pub mod temporal;
 
 pub use notify::NotifyStore;
 pub use summary::AttrKey;
+pub use temporal::TemporalStore;
 
 /// Errors of the storage layer itself (not of the request): the backend failed or is unreachable.
 #[derive(Debug, thiserror::Error)]
@@ -179,7 +181,7 @@ pub struct TypeSummary {
 }
 
 #[async_trait]
-pub trait EntityStore: NotifyStore + Send + Sync + 'static {
+pub trait EntityStore: NotifyStore + TemporalStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
 

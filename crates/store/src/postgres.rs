@@ -17,6 +17,7 @@ use crate::{
 };
 
 mod notify;
+mod temporal;
 
 const SCAN_CHUNK: i64 = 500;
 
@@ -466,6 +467,8 @@ impl EntityStore for PgStore {
         let mut order: Vec<String> = Vec::new();
         let mut out = Vec::with_capacity(ops.len());
         let mut rendered: HashMap<String, crate::View> = HashMap::new();
+        let mut history: Vec<temporal::Pending> = Vec::new();
+        let now_ms = jiff::Timestamp::now().as_millisecond();
         for (id, f) in ops {
             let slot = slots.entry(id.clone()).or_insert_with(|| {
                 order.push(id.clone());
@@ -494,6 +497,19 @@ impl EntityStore for PgStore {
                     after: slot.current.clone(),
                 })),
                 Ok(Change::Put(new) | Change::PutRendered(new, _)) => {
+                    let instances =
+                        crate::temporal::changed_instances(slot.current.as_ref(), &new, now_ms)?;
+                    let types_changed = slot.current.as_ref().is_none_or(|old| {
+                        misto_ngsild::entity::types(old) != misto_ngsild::entity::types(&new)
+                    });
+                    if types_changed || !instances.is_empty() {
+                        history.push(temporal::Pending {
+                            id: id.clone(),
+                            types: crate::temporal::entity_types(&new),
+                            types_changed,
+                            instances,
+                        });
+                    }
                     let before = slot.current.replace(new.clone());
                     out.push(Ok(Modified {
                         before,
@@ -618,6 +634,7 @@ impl EntityStore for PgStore {
                 .await?;
         }
         Self::write_counts(&mut tx, tenant, counts).await?;
+        temporal::record(&mut tx, tenant, &history).await?;
         notify::journal(&mut tx, tenant, &out).await?;
         tx.commit().await?;
         observe("modify", started);

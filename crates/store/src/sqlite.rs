@@ -31,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0003_entity_views.sql"),
     include_str!("../migrations/sqlite/0004_subscriptions.sql"),
     include_str!("../migrations/sqlite/0005_entity_heads.sql"),
+    include_str!("../migrations/sqlite/0006_temporal.sql"),
 ];
 /// Geo instances indexed per entity (gid = seq * GEO_SLOTS + n).
 const GEO_SLOTS: i64 = 64;
@@ -39,6 +40,7 @@ const MAX_GROUP: usize = 512;
 const SCAN_CHUNK: usize = 500;
 
 mod notify;
+mod temporal;
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 /// Work run by the writer inside its transaction (subscriptions, journal, outbox).
@@ -644,6 +646,9 @@ struct PutPlan {
     /// The old entity's number of geo rows and the new boxes (None: as before).
     geo: Option<(usize, GeoBoxes)>,
     counts: Vec<(crate::AttrKey, i64)>,
+    /// The entity's types and the attribute instances the change adds to its history.
+    temporal_types: Vec<String>,
+    instances: Vec<crate::temporal::NewInstance>,
 }
 
 fn plan_put(
@@ -674,7 +679,15 @@ fn plan_put(
     if !old.is_some_and(|o| same_keys(o, new)) {
         delta(old, Some(new), &mut counts);
     }
+    let instances =
+        crate::temporal::changed_instances(old, new, jiff::Timestamp::now().as_millisecond())?;
     Ok(PutPlan {
+        temporal_types: if instances.is_empty() && types.is_none() {
+            Vec::new()
+        } else {
+            crate::temporal::entity_types(new)
+        },
+        instances,
         doc: doc::encode(new)?,
         head: doc::head(new)?,
         expires: expires_of(new),
@@ -713,6 +726,16 @@ fn apply_put(
             seq
         }
     };
+    if plan.types.is_some() || !plan.instances.is_empty() {
+        temporal::record(
+            c,
+            tenant,
+            id,
+            &plan.temporal_types,
+            plan.types.is_some(),
+            &plan.instances,
+        )?;
+    }
     if let Some(types) = plan.types {
         if replacing {
             c.prepare_cached("DELETE FROM entity_types WHERE seq = ?1")?

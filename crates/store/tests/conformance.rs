@@ -880,6 +880,211 @@ async fn journal_and_outbox(s: &dyn EntityStore) {
     assert!(s.journal_read(100).await.unwrap().is_empty());
 }
 
+fn temperature(id: &str, v: f64, observed: &str) -> Entity {
+    entity(
+        id,
+        "urn:T",
+        json!({"urn:temp": [{"type": "Property", "value": v, "observedAt": observed,
+            "createdAt": "2024-01-01T00:00:00.000Z", "modifiedAt": observed}]}),
+    )
+}
+
+async fn temporal(s: &dyn EntityStore) {
+    use misto_store::temporal::{
+        instance_number, NewInstance, Take, TemporalSelect, TimeProperty, TimeRange,
+    };
+    let ms = |t: &str| t.parse::<jiff::Timestamp>().unwrap().as_millisecond();
+    // Every change of an attribute is an instance, written with the change; an unchanged write adds none.
+    for (i, v) in [20.0, 21.0, 22.5].iter().enumerate() {
+        let at = format!("2024-01-01T0{i}:00:00.000Z");
+        put_all(s, "t", vec![temperature("urn:e:1", *v, &at)]).await;
+    }
+    put_all(
+        s,
+        "t",
+        vec![temperature("urn:e:1", 22.5, "2024-01-01T02:00:00.000Z")],
+    )
+    .await;
+    put_all(
+        s,
+        "u",
+        vec![temperature("urn:e:1", 99.0, "2024-01-01T00:00:00.000Z")],
+    )
+    .await;
+    let found = s
+        .temporal_entities(
+            "t",
+            &TemporalSelect {
+                types: Some(vec!["urn:T".into()]),
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].types, vec!["urn:T".to_string()]);
+    let series = s.temporal_series("t", "urn:e:1", None).await.unwrap();
+    assert_eq!(series.len(), 1);
+    assert_eq!(series[0].attr, "urn:temp");
+    let sids = [series[0].sid];
+    let all = TimeRange::default();
+    let got = s
+        .temporal_instances("t", &sids, all, Take::First(100))
+        .await
+        .unwrap();
+    let values: Vec<f64> = got[0].iter().filter_map(|i| i.inst.num).collect();
+    assert_eq!(values, vec![20.0, 21.0, 22.5]);
+    // Another tenant's series is not reachable by number.
+    assert!(s
+        .temporal_instances("u", &sids, all, Take::First(100))
+        .await
+        .unwrap()[0]
+        .is_empty());
+    // Ranges are [from, to); lastN counts from the end and answers in time order.
+    let range = TimeRange {
+        from: Some(ms("2024-01-01T01:00:00Z")),
+        to: None,
+        prop: TimeProperty::ObservedAt,
+    };
+    let got = s
+        .temporal_instances("t", &sids, range, Take::First(100))
+        .await
+        .unwrap();
+    assert_eq!(got[0].len(), 2);
+    let got = s
+        .temporal_instances("t", &sids, all, Take::Last(2))
+        .await
+        .unwrap();
+    let values: Vec<f64> = got[0].iter().filter_map(|i| i.inst.num).collect();
+    assert_eq!(values, vec![21.0, 22.5]);
+    // Aggregates per bucket.
+    let h = 3_600_000;
+    let start = ms("2024-01-01T00:00:00Z");
+    let buckets = [
+        (start, start + 2 * h),
+        (start + 2 * h, start + 4 * h),
+        (start + 4 * h, start + 5 * h),
+    ];
+    let agg = s
+        .temporal_aggregate("t", &sids, TimeProperty::ObservedAt, &buckets, true)
+        .await
+        .unwrap();
+    assert_eq!(agg[0][0].count, 2);
+    assert_eq!(agg[0][0].sum, 41.0);
+    assert_eq!(agg[0][0].max, Some(21.0));
+    assert_eq!(agg[0][0].distinct, 2);
+    assert_eq!(agg[0][1].count, 1);
+    assert_eq!(agg[0][2].count, 0);
+    assert_eq!(agg[0][2].min, None);
+    // Appending, replacing and deleting instances.
+    let inst = |v: f64, at: &str| {
+        NewInstance::from_stored(
+            "urn:temp",
+            &json!({"type": "Property", "value": v, "observedAt": at}),
+            0,
+        )
+        .unwrap()
+    };
+    s.temporal_append(
+        "t",
+        "urn:e:2",
+        &["urn:U".into()],
+        vec![
+            inst(1.0, "2024-02-01T00:00:00Z"),
+            inst(2.0, "2024-02-02T00:00:00Z"),
+        ],
+    )
+    .await
+    .unwrap();
+    let sids2: Vec<i64> = s
+        .temporal_series("t", "urn:e:2", None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|x| x.sid)
+        .collect();
+    let got = s
+        .temporal_instances("t", &sids2, all, Take::First(10))
+        .await
+        .unwrap();
+    let first = got[0][0].iid;
+    assert!(instance_number(&misto_store::temporal::instance_id(first)) == Some(first));
+    assert!(s
+        .temporal_replace_instance(
+            "t",
+            "urn:e:2",
+            "urn:temp",
+            first,
+            inst(5.0, "2024-02-01T00:00:00Z")
+        )
+        .await
+        .unwrap());
+    let one = s
+        .temporal_instance("t", "urn:e:2", "urn:temp", first)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(one.inst.num, Some(5.0));
+    assert!(s
+        .temporal_instance("u", "urn:e:2", "urn:temp", first)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(s
+        .temporal_delete_instance("t", "urn:e:2", "urn:temp", first)
+        .await
+        .unwrap());
+    assert!(!s
+        .temporal_delete_instance("t", "urn:e:2", "urn:temp", first)
+        .await
+        .unwrap());
+    // Retention removes old instances of a type in batches.
+    assert_eq!(
+        s.temporal_retain("urn:T", ms("2024-01-01T01:30:00Z"), 1)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        s.temporal_retain("urn:T", ms("2024-01-01T01:30:00Z"), 10)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        s.temporal_retain("urn:T", ms("2024-01-01T01:30:00Z"), 10)
+            .await
+            .unwrap(),
+        0
+    );
+    // Deleting an entity keeps its history; deleting the history removes it.
+    let del: ModifyFn = Box::new(|_| Ok(Change::Delete));
+    modify(s, "t", "urn:e:1", del).await.unwrap().unwrap();
+    assert_eq!(
+        s.temporal_series("t", "urn:e:1", None).await.unwrap().len(),
+        1
+    );
+    assert!(s
+        .temporal_delete_attr("t", "urn:e:1", "urn:temp", None)
+        .await
+        .unwrap());
+    assert!(s.temporal_delete_entity("t", "urn:e:2").await.unwrap());
+    assert!(!s.temporal_delete_entity("t", "urn:e:2").await.unwrap());
+    assert!(s
+        .temporal_entities(
+            "t",
+            &TemporalSelect {
+                limit: 10,
+                ..Default::default()
+            }
+        )
+        .await
+        .unwrap()
+        .iter()
+        .all(|e| e.id != "urn:e:2"));
+}
+
 macro_rules! suite {
     ($($name:ident),*) => {
         mod sqlite_ {
@@ -907,6 +1112,7 @@ async fn run(name: &str, s: Arc<dyn EntityStore>) {
         "subscriptions" => subscriptions(s.as_ref()).await,
         "journal_and_outbox" => journal_and_outbox(s.as_ref()).await,
         "retrying_modifications" => retrying_modifications(s).await,
+        "temporal" => temporal(s.as_ref()).await,
         other => panic!("unknown test {other}"),
     }
 }
@@ -923,5 +1129,6 @@ suite!(
     views,
     subscriptions,
     journal_and_outbox,
-    retrying_modifications
+    retrying_modifications,
+    temporal
 );

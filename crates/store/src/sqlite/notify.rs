@@ -135,7 +135,7 @@ impl Journal {
 
 impl SqliteStore {
     /// Run `f` in the writer's transaction and return its result.
-    async fn write<T: Send + 'static>(
+    pub(super) async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
