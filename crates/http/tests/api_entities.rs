@@ -785,7 +785,17 @@ async fn hosted_contexts() {
         .send(Method::POST, "/jsonldContexts", &json!({"@context": {"Bridge": "https://example.org/Bridge", "span": "https://example.org/span"}}), None)
         .await;
     assert_eq!(r.status(), 201);
-    let url = r.headers()["location"].to_str().unwrap().to_string();
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let id = location
+        .strip_prefix("/ngsi-ld/v1/jsonldContexts/")
+        .expect("a relative Location")
+        .to_string();
+    let details = s
+        .get_json(&format!("/jsonldContexts/{id}?details=true"), None)
+        .await;
+    assert_eq!(details["localId"], id.as_str());
+    assert_eq!(details["kind"], "Hosted");
+    let url = details["URL"].as_str().unwrap().to_string();
     assert!(url.starts_with(&s.base));
     s.create(
         &json!({"id": "urn:ngsi-ld:Bridge:paton", "type": "Bridge", "span": 1543}),
@@ -801,7 +811,6 @@ async fn hosted_contexts() {
         .get_json("/entities/urn:ngsi-ld:Bridge:paton", Some(&url))
         .await;
     assert_eq!(e["span"]["value"], 1543);
-    let id = url.rsplit('/').next().unwrap();
     let ctx = s.get_json(&format!("/jsonldContexts/{id}"), None).await;
     assert_eq!(ctx["@context"]["span"], "https://example.org/span");
     let list = s.get_json("/jsonldContexts?kind=Hosted", None).await;

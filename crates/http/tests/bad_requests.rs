@@ -622,7 +622,7 @@ fn corpus() -> Vec<Case> {
             JSON,
             Some(r#"{"no": "context"}"#),
             400,
-            "BadRequestData",
+            "InvalidRequest",
         ),
         case(
             Method::POST,
@@ -641,6 +641,12 @@ fn corpus() -> Vec<Case> {
             "UnsupportedMediaType",
         ),
         delete("/jsonldContexts/urn:none", 404, "ResourceNotFound"),
+        delete("/jsonldContexts/urn:none?reload=true", 400, "BadRequestData"),
+        delete(
+            "/jsonldContexts/https%3A%2F%2Furi.etsi.org%2Fngsi-ld%2Fv1%2Fngsi-ld-core-context-v1.8.jsonld",
+            400,
+            "BadRequestData",
+        ),
         // Found by the ETSI conformance suite.
         post_entity("{\"id\":\"urn:ngsi-ld:T:\u{202E}1\",\"type\":\"T\"}"),
         post_entity(
