@@ -5,6 +5,7 @@ mod catalog;
 mod entities;
 mod health;
 mod identity;
+mod join;
 mod negotiate;
 mod ops;
 mod paging;
@@ -12,6 +13,7 @@ mod params;
 mod precheck;
 mod problem;
 mod rendered;
+mod representation;
 mod request;
 mod subscriptions;
 
