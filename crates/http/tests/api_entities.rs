@@ -1553,3 +1553,70 @@ async fn projections_take_comma_or_pipe() {
     assert!(omitted.get("name").is_none() && omitted.get("location").is_none());
     assert!(omitted.get("pm25").is_some());
 }
+
+/// `format` wins over the representation in `options` (§6.3.7); a projection that leaves nothing of the
+/// entity finds nothing (§4.21).
+#[tokio::test]
+async fn format_precedence_and_empty_projections() {
+    let s = TestServer::start().await;
+    s.create(&station(1, 30.52, 50.45, 12.5), Some(ENV_CONTEXT))
+        .await;
+    let id = "/entities/urn:ngsi-ld:AirQualityObserved:t1";
+    let kv = s
+        .get_json(
+            &format!("{id}?format=keyValues&options=normalized"),
+            Some(ENV_CONTEXT),
+        )
+        .await;
+    assert_eq!(kv["pm25"], 12.5);
+    problem(
+        s.get(&format!("{id}?pick=unknown"), Some(ENV_CONTEXT))
+            .await,
+        404,
+    )
+    .await;
+    problem(
+        s.get(
+            &format!("{id}?omit=id,type,pm25,name,location,refDevice"),
+            Some(ENV_CONTEXT),
+        )
+        .await,
+        404,
+    )
+    .await;
+}
+
+/// Purge with `drop` removes the named attributes, with `keep` all others; the entities stay (V1.9 §5.6.21).
+#[tokio::test]
+async fn purge_keep_and_drop_attributes() {
+    let s = TestServer::start().await;
+    for n in 1..=2 {
+        s.create(&station(n, 30.5, 50.4, 10.0), Some(ENV_CONTEXT))
+            .await;
+    }
+    let purge = |q: &'static str| {
+        s.req(
+            Method::DELETE,
+            &format!("/entities?type=AirQualityObserved&{q}"),
+        )
+        .header("Link", common::link(ENV_CONTEXT))
+        .send()
+    };
+    assert_eq!(purge("drop=name").await.unwrap().status(), 204);
+    let e = s
+        .get_json(
+            "/entities/urn:ngsi-ld:AirQualityObserved:t2",
+            Some(ENV_CONTEXT),
+        )
+        .await;
+    assert!(e.get("name").is_none() && e["pm25"]["value"] == 10.0);
+    assert_eq!(purge("keep=pm25").await.unwrap().status(), 204);
+    let e = s
+        .get_json(
+            "/entities/urn:ngsi-ld:AirQualityObserved:t1",
+            Some(ENV_CONTEXT),
+        )
+        .await;
+    let members: Vec<&String> = e.as_object().unwrap().keys().collect();
+    assert_eq!(members, ["id", "type", "pm25"]);
+}

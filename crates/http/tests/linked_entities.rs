@@ -233,3 +233,56 @@ async fn selections_deeper_than_the_join_are_refused() {
         .await;
     problem(r, 400).await;
 }
+
+async fn count(s: &TestServer, q: &str) -> usize {
+    let v = s
+        .get_json(
+            &format!("/entities?type=Building&join=inline&joinLevel=2&q={q}"),
+            None,
+        )
+        .await;
+    v.as_array().unwrap().len()
+}
+
+/// `q` reaches into Linked Entities with `rel{[Type:]term}` (§4.9), within the join's depth.
+#[tokio::test]
+async fn q_terms_about_linked_entities() {
+    let s = TestServer::start().await;
+    city_graph(&s, "urn:ngsi-ld:Building:b1").await;
+    s.create(
+        &json!({"id": "urn:ngsi-ld:Building:b2", "type": "Building",
+            "locatedAt": {"type": "Relationship", "object": "urn:ngsi-ld:City:Lyon"}}),
+        None,
+    )
+    .await;
+    assert_eq!(count(&s, "locatedAt%7Bname%7D==%22Paris%22").await, 1);
+    assert_eq!(count(&s, "locatedAt%7BCity:name%7D==%22Paris%22").await, 1);
+    assert_eq!(
+        count(&s, "locatedAt%7BCountry:name%7D==%22Paris%22").await,
+        0
+    );
+    assert_eq!(
+        count(&s, "locatedAt%7BisInCountry%7Bname%7D%7D==%22France%22").await,
+        1
+    );
+    assert_eq!(count(&s, "locatedAt%7Bname%7D").await, 1);
+    // Without a join, or deeper than it: refused.
+    problem(
+        s.get(
+            "/entities?type=Building&q=locatedAt%7Bname%7D==%22x%22",
+            None,
+        )
+        .await,
+        400,
+    )
+    .await;
+    problem(
+        s.get(
+            "/entities?type=Building&join=inline&q=locatedAt%7BisInCountry%7Bname%7D%7D==%22x%22",
+            None,
+        )
+        .await,
+        400,
+    )
+    .await;
+}
