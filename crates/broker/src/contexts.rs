@@ -462,14 +462,12 @@ fn visible_to(d: &StoredContext, tenant: &str) -> bool {
     d.tenant.as_deref().is_none_or(|t| t == tenant)
 }
 
-/// The details of a context (§5.2.x ContextDetails): `URL`, `localId`, `kind`, `timestamp` and the usage
-/// counters.
+/// The details of a context: `URL`, `localId`, `kind`, `createdAt` and the usage counters.
 fn info(d: &StoredContext) -> Value {
     let mut v = json!({
         "URL": d.url,
         "localId": d.id,
         "kind": d.kind.as_str(),
-        "timestamp": d.created_at,
         "createdAt": d.created_at,
         "numberOfHits": d.hits,
     });

@@ -78,7 +78,7 @@ async fn details_and_the_core_context() {
     assert_eq!(d["localId"], id.as_str());
     assert_eq!(d["kind"], "Hosted");
     assert!(d["URL"].as_str().unwrap().ends_with(&id));
-    assert!(d["timestamp"].is_string() && d["numberOfHits"] == 0);
+    assert!(d["createdAt"].is_string() && d["numberOfHits"] == 0);
 
     // An entity may name the hosted context by its relative Location.
     let r = s
