@@ -49,6 +49,8 @@ impl ContextKind {
 struct StoredContext {
     id: String,
     url: String,
+    /// The tenant a hosted context was added in: only that tenant sees it (§5.5.10). None: every tenant.
+    tenant: Option<String>,
     kind: ContextKind,
     body: Value,
     created_at: String,
@@ -103,6 +105,7 @@ impl ContextStore {
                 StoredContext {
                     id: id.clone(),
                     url: url.to_string(),
+                    tenant: None,
                     kind,
                     body,
                     created_at: misto_ngsild::validate::now(),
@@ -183,9 +186,24 @@ impl ContextStore {
         Ok(n)
     }
 
+    /// A reference relative to this broker (`/ngsi-ld/v1/jsonldContexts/…`, as the Location of a hosted
+    /// context reads) made absolute against the base URL; other references as they are.
+    fn absolute(&self, url: &str) -> String {
+        if !url.starts_with('/') || url.starts_with("//") {
+            return url.to_string();
+        }
+        let base = self.base_url.read().map(|b| b.clone()).unwrap_or_default();
+        let origin_end = base
+            .find("://")
+            .and_then(|k| base[k + 3..].find('/').map(|p| k + 3 + p))
+            .unwrap_or(base.len());
+        format!("{}{url}", &base[..origin_end])
+    }
+
     fn lookup(&self, url: &str) -> Option<Value> {
+        let url = self.absolute(url);
         let mut docs = self.docs.write().ok()?;
-        let d = docs.get_mut(url)?;
+        let d = docs.get_mut(&url)?;
         d.hits += 1;
         d.last_usage = Some(misto_ngsild::validate::now());
         Some(d.body.clone())
@@ -262,10 +280,12 @@ impl ContextStore {
         ))
     }
 
-    /// `POST /jsonldContexts`: host a context; returns its URL.
-    pub fn create_hosted(&self, body: Value) -> Result<String, NgsiError> {
+    /// `POST /jsonldContexts` in `tenant`: host a context; returns its id (its local id) and URL.
+    pub fn create_hosted(&self, tenant: &str, body: Value) -> Result<(String, String), NgsiError> {
+        // A body that is not a context document at all is a malformed request; a context with bad
+        // definitions is bad data (§5.13.2).
         let inner = body.get("@context").ok_or_else(|| {
-            NgsiError::bad_data("the body must be a JSON object with an @context member")
+            NgsiError::invalid("the body must be a JSON object with an @context member")
         })?;
         if !(inner.is_object() || inner.is_array() || inner.is_string()) {
             return Err(NgsiError::bad_data(
@@ -287,6 +307,7 @@ impl ContextStore {
                 StoredContext {
                     id: id.clone(),
                     url: url.clone(),
+                    tenant: Some(tenant.to_string()),
                     kind: ContextKind::Hosted,
                     body,
                     created_at: misto_ngsild::validate::now(),
@@ -295,7 +316,7 @@ impl ContextStore {
                 },
             );
         }
-        Ok(url)
+        Ok((id, url))
     }
 
     /// Host an inline request context so responses can link to it (kind ImplicitlyCreated); same content,
@@ -320,6 +341,7 @@ impl ContextStore {
                     StoredContext {
                         id,
                         url: url.clone(),
+                        tenant: None,
                         kind: ContextKind::ImplicitlyCreated,
                         body: json!({ "@context": source }),
                         created_at: misto_ngsild::validate::now(),
@@ -332,17 +354,19 @@ impl ContextStore {
         url
     }
 
-    fn find(&self, id_or_url: &str) -> Option<StoredContext> {
+    /// A context `tenant` sees, by id, URL or URL relative to this broker.
+    fn find(&self, tenant: &str, id_or_url: &str) -> Option<StoredContext> {
         let docs = self.docs.read().ok()?;
-        docs.get(id_or_url)
+        docs.get(&self.absolute(id_or_url))
+            .or_else(|| docs.values().find(|d| d.id == id_or_url))
+            .filter(|d| visible_to(d, tenant))
             .cloned()
-            .or_else(|| docs.values().find(|d| d.id == id_or_url).cloned())
     }
 
     /// `GET /jsonldContexts/{id}`: the context document itself, or with `details=true` its metadata.
-    pub fn get(&self, id: &str, details: bool) -> Result<Value, NgsiError> {
+    pub fn get(&self, tenant: &str, id: &str, details: bool) -> Result<Value, NgsiError> {
         let d = self
-            .find(id)
+            .find(tenant, id)
             .ok_or_else(|| NgsiError::not_found(format!("no @context with id {id}")))?;
         if details {
             return Ok(info(&d));
@@ -357,7 +381,12 @@ impl ContextStore {
     }
 
     /// `GET /jsonldContexts`: URLs, or with `details=true` metadata; optionally only one kind.
-    pub fn list(&self, details: bool, kind: Option<&str>) -> Result<Value, NgsiError> {
+    pub fn list(
+        &self,
+        tenant: &str,
+        details: bool,
+        kind: Option<&str>,
+    ) -> Result<Value, NgsiError> {
         let kind = match kind {
             None => None,
             Some(k @ ("Hosted" | "Cached" | "ImplicitlyCreated")) => Some(k.to_string()),
@@ -373,6 +402,7 @@ impl ContextStore {
             .map_err(|_| NgsiError::internal("context store poisoned"))?;
         let mut items: Vec<&StoredContext> = docs
             .values()
+            .filter(|d| visible_to(d, tenant))
             .filter(|d| kind.as_deref().is_none_or(|k| d.kind.as_str() == k))
             .collect();
         items.sort_by(|a, b| a.url.cmp(&b.url));
@@ -390,20 +420,33 @@ impl ContextStore {
         ))
     }
 
-    /// `DELETE /jsonldContexts/{id}`: remove a hosted context, or drop (or with `reload`, re-fetch) a cached one.
-    pub async fn delete(&self, id: &str, reload: bool) -> Result<(), NgsiError> {
-        let d = self
-            .find(id)
-            .ok_or_else(|| NgsiError::not_found(format!("no @context with id {id}")))?;
+    /// `DELETE /jsonldContexts/{id}`: remove a hosted context, or drop (or with `reload`, re-fetch) a cached
+    /// one. The core context is always in force: it cannot be deleted, and reloading it keeps the shipped
+    /// copy.
+    pub async fn delete(&self, tenant: &str, id: &str, reload: bool) -> Result<(), NgsiError> {
+        let Some(d) = self.find(tenant, id) else {
+            // Only a cached context, named by its URL, can be reloaded.
+            if reload {
+                return Err(NgsiError::bad_data(format!(
+                    "{id} names no cached @context that could be reloaded"
+                )));
+            }
+            return Err(NgsiError::not_found(format!("no @context with id {id}")));
+        };
+        let core = misto_ngsild::context::is_core_context_url(&d.url);
         if reload {
             if d.kind != ContextKind::Cached {
                 return Err(NgsiError::bad_data("only cached contexts can be reloaded"));
             }
-            if d.url.starts_with("http") && self.allow_remote {
+            if !core && d.url.starts_with("http") && self.allow_remote {
                 self.fetch(&d.url).await?;
-                return Ok(());
             }
             return Ok(());
+        }
+        if core {
+            return Err(NgsiError::bad_data(
+                "the NGSI-LD core @context cannot be deleted",
+            ));
         }
         if let Ok(mut docs) = self.docs.write() {
             docs.remove(&d.url);
@@ -415,21 +458,21 @@ impl ContextStore {
     }
 }
 
+fn visible_to(d: &StoredContext, tenant: &str) -> bool {
+    d.tenant.as_deref().is_none_or(|t| t == tenant)
+}
+
+/// The details of a context: `URL`, `localId`, `kind`, `createdAt` and the usage counters.
 fn info(d: &StoredContext) -> Value {
     let mut v = json!({
-        "id": d.id,
-        "url": d.url,
+        "URL": d.url,
+        "localId": d.id,
         "kind": d.kind.as_str(),
+        "createdAt": d.created_at,
+        "numberOfHits": d.hits,
     });
-    if d.kind != ContextKind::Hosted {
-        v["timestamp"] = json!(d.created_at);
-    }
-    if let Some(obj) = v.as_object_mut() {
-        obj.insert("createdAt".into(), json!(d.created_at));
-        if let Some(l) = &d.last_usage {
-            obj.insert("lastUsage".into(), json!(l));
-        }
-        obj.insert("numberOfHits".into(), json!(d.hits));
+    if let Some(l) = &d.last_usage {
+        v["lastUsage"] = json!(l);
     }
     v
 }

@@ -580,7 +580,7 @@ impl Broker {
     }
 
     /// Run a batch: each item becomes (id, operation) or an error; one storage transaction for all.
-    async fn run_batch(
+    pub(crate) async fn run_batch(
         &self,
         tenant: &str,
         ctx: Option<&Context>,

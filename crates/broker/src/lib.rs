@@ -5,7 +5,9 @@
 pub mod catalog;
 pub mod contexts;
 pub mod entities;
+pub mod linked;
 pub mod ordering;
+pub mod purge;
 pub mod query;
 pub mod subscriptions;
 pub mod temporal;

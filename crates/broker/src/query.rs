@@ -146,8 +146,33 @@ fn note(reads: &mut Option<Vec<String>>, names: &[&str]) {
     }
 }
 
-/// Compile parameters in a context.
+/// How many Relationships deep a `q` reaches into Linked Entities (0 when it does not, or does not parse:
+/// the query itself reports that).
+pub fn q_link_depth(q: &str) -> usize {
+    misto_query::q::parse(q).map_or(0, |e| e.link_depth())
+}
+
+/// `q` parsed, with its names expanded in `ctx`.
+fn parse_q(q: &str, ctx: &Context) -> Result<QExpr> {
+    let mut expr: QExpr =
+        misto_query::q::parse(q).map_err(|e| NgsiError::bad_data(format!("q: {e}")))?;
+    expr.map_attribute_names(&mut |n: &str| ctx.expand(n));
+    Ok(expr)
+}
+
+/// Compile parameters in a context. Terms of `q` about Linked Entities match nothing here: queries answer
+/// them first (see [`Broker::prepared_q`]) and use [`compile_with`].
 pub fn compile(p: &EntityQueryParams, ctx: &Context, limit: usize) -> Result<CompiledQuery> {
+    compile_with(p, ctx, limit, None)
+}
+
+/// [`compile`] with `q` already prepared (None: parse `p.q`).
+pub fn compile_with(
+    p: &EntityQueryParams,
+    ctx: &Context,
+    limit: usize,
+    prepared_q: Option<QExpr>,
+) -> Result<CompiledQuery> {
     let mut store = EntityQuery {
         limit,
         offset: p.offset,
@@ -215,10 +240,11 @@ pub fn compile(p: &EntityQueryParams, ctx: &Context, limit: usize) -> Result<Com
             attribute_names(e).any(|n| want.contains(n))
         }));
     }
-    if let Some(q) = &p.q {
-        let mut expr: QExpr =
-            misto_query::q::parse(q).map_err(|e| NgsiError::bad_data(format!("q: {e}")))?;
-        expr.map_attribute_names(&mut |n: &str| ctx.expand(n));
+    let expr = match prepared_q {
+        Some(e) => Some(e),
+        None => p.q.as_deref().map(|q| parse_q(q, ctx)).transpose()?,
+    };
+    if let Some(expr) = expr {
         note(&mut reads, &expr.attribute_names());
         note(&mut reads, &expr.entity_members());
         values_only &= expr.reads_values_only();
@@ -315,6 +341,46 @@ fn stacked_quantifier(pat: &str) -> Option<usize> {
 }
 
 impl Broker {
+    /// `q` parsed and expanded, its terms about Linked Entities answered: each sub-query (`rel{name==…}`)
+    /// becomes the set of entities it matches, innermost first.
+    pub async fn prepared_q(
+        &self,
+        tenant: &str,
+        ctx: &Context,
+        p: &EntityQueryParams,
+    ) -> Result<Option<QExpr>> {
+        let Some(q) = &p.q else { return Ok(None) };
+        let mut expr = parse_q(q, ctx)?;
+        loop {
+            let pending = expr.pending_links();
+            if pending.is_empty() {
+                break;
+            }
+            let mut answers = Vec::with_capacity(pending.len());
+            for link in pending {
+                let term = link.term;
+                let sub = EntityQuery {
+                    types: link.entity_type.map(|t| vec![t]),
+                    filter: Some(Arc::new(move |e: &Entity| term.matches_map(e))),
+                    limit: usize::MAX,
+                    ..Default::default()
+                };
+                let ids: HashSet<String> = self
+                    .store
+                    .query(tenant, &sub)
+                    .await?
+                    .entities
+                    .into_iter()
+                    .filter_map(crate::views::visible)
+                    .filter_map(|e| e.get("id").and_then(Value::as_str).map(str::to_string))
+                    .collect();
+                answers.push(ids);
+            }
+            expr.resolve_links(answers);
+        }
+        Ok(Some(expr))
+    }
+
     /// Query entities.
     pub async fn query_entities(
         &self,
@@ -327,7 +393,8 @@ impl Broker {
             return self.query_ordered(tenant, ctx, p, items, limit).await;
         }
         // One more than the page shows whether more follow.
-        let c = compile(p, ctx, probe(limit))?;
+        let q = self.prepared_q(tenant, ctx, p).await?;
+        let c = compile_with(p, ctx, probe(limit), q)?;
         let mut page = self.store.query(tenant, &c.store).await?;
         let more = page.entities.len() > limit;
         page.entities.truncate(limit);
@@ -352,7 +419,8 @@ impl Broker {
         p: &EntityQueryParams,
     ) -> Result<FoundPage> {
         let limit = self.checked_limit(p)?;
-        let mut c = compile(p, ctx, probe(limit))?;
+        let q = self.prepared_q(tenant, ctx, p).await?;
+        let mut c = compile_with(p, ctx, probe(limit), q)?;
         c.store.view_ctx = Some(ctx.fingerprint());
         let mut page = self.store.query(tenant, &c.store).await?;
         let more = page.found.len() > limit;
@@ -378,7 +446,8 @@ impl Broker {
             .as_deref()
             .map(|c| (p.order_geometry.as_deref().unwrap_or("Point"), c));
         let order = crate::ordering::OrderBy::parse(items, p.collation.as_deref(), reference, ctx)?;
-        let mut c = compile(p, ctx, usize::MAX)?;
+        let q = self.prepared_q(tenant, ctx, p).await?;
+        let mut c = compile_with(p, ctx, usize::MAX, q)?;
         c.store.offset = 0;
         c.store.count = false;
         let mut all: Vec<Entity> = self
@@ -417,52 +486,5 @@ impl Broker {
             ));
         }
         Ok(limit)
-    }
-
-    /// `DELETE /entities?type=…` (V1.9 purge): delete every matching entity; returns how many.
-    pub async fn purge_entities(
-        &self,
-        tenant: &str,
-        ctx: &Context,
-        p: &EntityQueryParams,
-    ) -> Result<usize> {
-        // An id or idPattern alone does not qualify (§5.6.21.4), nor a q over system members only: the
-        // selection must say what kind of entities goes.
-        let q_names_attributes = match &p.q {
-            Some(q) => misto_query::q::parse(q)
-                .map(|e| !e.attribute_names().is_empty())
-                .unwrap_or(true),
-            None => false,
-        };
-        // attrs naming system members only select nothing (like q over system members).
-        let attrs_select = p.attrs.as_ref().is_some_and(|a| {
-            a.iter().any(|n| {
-                !matches!(
-                    n.as_str(),
-                    "createdAt" | "modifiedAt" | "deletedAt" | "id" | "type"
-                )
-            })
-        });
-        if p.types.is_none()
-            && !attrs_select
-            && !q_names_attributes
-            && p.scope_q.is_none()
-            && !p.local
-        {
-            return Err(NgsiError::bad_data(
-                "purging entities needs at least one of type, attrs, q (on attributes), scopeQ or local=true",
-            ));
-        }
-        let c = compile(p, ctx, usize::MAX)?;
-        let ids = self.store.purge(tenant, &c.store).await?;
-        for id in &ids {
-            self.publish(crate::EntityChange {
-                tenant: tenant.to_string(),
-                id: id.clone(),
-                before: None,
-                after: None,
-            });
-        }
-        Ok(ids.len())
     }
 }

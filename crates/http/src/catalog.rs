@@ -85,9 +85,14 @@ fn plain_json(
     r
 }
 
-pub async fn list_contexts(State(s): St, RawQuery(q): RawQuery) -> ApiResult {
+// Hosted contexts belong to the tenant they were added in (§5.5.10); an unknown tenant simply has none.
+pub async fn list_contexts(State(s): St, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
     let p = request::params(q.as_deref())?;
-    let body = s.broker.contexts.list(p.bool("details")?, p.get("kind"))?;
+    let tenant = request::tenant(&headers)?;
+    let body = s
+        .broker
+        .contexts
+        .list(&tenant, p.bool("details")?, p.get("kind"))?;
     Ok(plain_json(StatusCode::OK, body, "application/json"))
 }
 
@@ -114,35 +119,47 @@ pub async fn create_context(
     }
     let body: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| NgsiError::invalid(format!("the body is not valid JSON: {e}")))?;
-    let url = s.broker.contexts.create_hosted(body)?;
-    let mut r = StatusCode::CREATED.into_response();
-    if let Ok(v) = HeaderValue::from_str(&url) {
-        r.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(r)
+    let tenant = request::tenant(&headers)?;
+    let (id, _url) = s.broker.contexts.create_hosted(&tenant, body)?;
+    // The Location is relative, as for every created resource; the hosted context's absolute URL is its
+    // `URL` in the details (and a relative reference to it resolves against this broker).
+    Ok(request::created("/ngsi-ld/v1/jsonldContexts", &id))
 }
 
-pub async fn get_context(State(s): St, Path(id): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
-    let p = request::params(q.as_deref())?;
-    let details = p.bool("details")?;
-    let body = s.broker.contexts.get(&id, details)?;
-    Ok(plain_json(
-        StatusCode::OK,
-        body,
-        if details {
-            "application/json"
-        } else {
-            "application/ld+json"
-        },
-    ))
-}
-
-pub async fn delete_context(
+pub async fn get_context(
     State(s): St,
+    headers: HeaderMap,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
     let p = request::params(q.as_deref())?;
-    s.broker.contexts.delete(&id, p.bool("reload")?).await?;
+    let details = p.bool("details")?;
+    let tenant = request::tenant(&headers)?;
+    let body = s.broker.contexts.get(&tenant, &id, details)?;
+    // A context document is JSON; it is labelled JSON-LD only for a client that asks for that.
+    let wants_ld = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/ld+json"));
+    let ctype = if wants_ld && !details {
+        "application/ld+json"
+    } else {
+        "application/json"
+    };
+    Ok(plain_json(StatusCode::OK, body, ctype))
+}
+
+pub async fn delete_context(
+    State(s): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let p = request::params(q.as_deref())?;
+    let tenant = request::tenant(&headers)?;
+    s.broker
+        .contexts
+        .delete(&tenant, &id, p.bool("reload")?)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

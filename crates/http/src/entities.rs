@@ -3,60 +3,24 @@
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use std::collections::HashSet;
+
+use misto_broker::purge::AttributePurge;
 use misto_broker::{EntityQueryParams, GeoParams};
-use misto_ngsild::render::{render_entity, render_feature, RenderOptions};
+use misto_ngsild::render::{render_feature, RenderOptions};
 
 use crate::{paging, rendered};
 use misto_ngsild::update::UpdateResult;
 use misto_ngsild::{Context, NgsiError};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::negotiate::{respond, Accept};
 use crate::params::Params;
 use crate::problem::ApiResult;
+use crate::representation::{render_list, render_one, render_options, Joined};
 use crate::request::{self, LimitedBody};
 use crate::{AppState, St};
 
-/// Every item of a projection list must be an attribute name. Nested projections (`a{b}`) reach into linked
-/// entities, which only a join retrieves; this broker does not join, so braces are refused whatever their shape.
-fn names_valid(param: &str, names: &[String]) -> Result<(), NgsiError> {
-    for n in names {
-        if n.contains(['{', '}']) {
-            return Err(NgsiError::bad_data(format!(
-                "{param}: '{n}' projects into linked entities, which needs join (not supported)"
-            )));
-        }
-        misto_ngsild::validate::check_name(n)
-            .map_err(|e| NgsiError::bad_data(format!("{param}: {e}")))?;
-    }
-    Ok(())
-}
-
-/// Apply a `pick` (`keep`) or `omit` list of members (attribute names, `id`, `type`).
-pub(crate) fn project(o: &mut RenderOptions, names: Vec<String>, keep: bool, ctx: &Context) {
-    let mut set = std::collections::HashSet::new();
-    let (mut id, mut ty) = (false, false);
-    for n in names {
-        match n.as_str() {
-            "id" => id = true,
-            "type" => ty = true,
-            _ => {
-                set.insert(ctx.expand(&n));
-            }
-        }
-    }
-    if keep {
-        o.pick_id = id;
-        o.pick_type = ty;
-        o.attrs = Some(set);
-    } else {
-        o.pick_id = !id;
-        o.pick_type = !ty;
-        o.omit = set;
-    }
-}
-
-/// Rendering options from the parameters.
 /// `geometryProperty` only shapes GeoJSON answers (§6.3.15): asking for it in another one is bad data.
 fn check_geometry_property(p: &Params, accept: Accept) -> Result<(), NgsiError> {
     if p.get("geometryProperty").is_some() && accept != Accept::GeoJson {
@@ -65,81 +29,6 @@ fn check_geometry_property(p: &Params, accept: Accept) -> Result<(), NgsiError> 
         ));
     }
     Ok(())
-}
-
-pub(crate) fn render_options(p: &Params, ctx: &Context) -> Result<RenderOptions, NgsiError> {
-    let mut o = RenderOptions::new(p.format()?);
-    o.sys_attrs = p.has_option("sysAttrs")?;
-    if let Some(ds) = p.list("datasetId")? {
-        if let Some(bad) = ds
-            .iter()
-            .find(|d| *d != "@none" && !misto_ngsild::validate::is_uri(d))
-        {
-            return Err(NgsiError::bad_data(format!(
-                "datasetId: '{bad}' is not a URI (or @none)"
-            )));
-        }
-        o.dataset_ids = Some(ds);
-    }
-    let expand_names =
-        |names: Vec<String>, o: &mut RenderOptions, keep: bool| project(o, names, keep, ctx);
-    if let Some(attrs) = p.list("attrs")? {
-        names_valid("attrs", &attrs)?;
-        // `attrs` names attributes; `id` and `type` are core members (pick/omit may name them).
-        if let Some(core) = attrs.iter().find(|a| *a == "id" || *a == "type") {
-            return Err(NgsiError::bad_data(format!(
-                "attrs: '{core}' is not an attribute (use pick to project core members)"
-            )));
-        }
-        let set = attrs.iter().map(|a| ctx.expand(a)).collect();
-        o.attrs = Some(set);
-    }
-    for k in ["pick", "omit"] {
-        if p.get(k).is_some() && p.get("attrs").is_some() {
-            return Err(NgsiError::bad_data(format!(
-                "{k} and attrs cannot be used together"
-            )));
-        }
-    }
-    if let Some(pick) = p.projection("pick")? {
-        names_valid("pick", &pick)?;
-        expand_names(pick, &mut o, true);
-    }
-    if let Some(omit) = p.projection("omit")? {
-        if p.get("pick").is_some() {
-            return Err(NgsiError::bad_data("pick and omit cannot be used together"));
-        }
-        names_valid("omit", &omit)?;
-        expand_names(omit, &mut o, false);
-    }
-    if let Some(lang) = p.non_empty("lang")? {
-        o.lang = Some(language_preference(lang));
-    }
-    Ok(o)
-}
-
-/// `lang` as RFC 9110 language ranges in order of preference: by q-value (1 when absent), then by position;
-/// a range with q=0 is not wanted at all.
-fn language_preference(lang: &str) -> Vec<String> {
-    let mut ranges: Vec<(f32, usize, String)> = lang
-        .split(',')
-        .enumerate()
-        .filter_map(|(i, part)| {
-            let mut it = part.split(';');
-            let tag = it.next().unwrap_or("").trim().to_string();
-            let q = it
-                .filter_map(|x| {
-                    x.trim()
-                        .strip_prefix("q=")
-                        .and_then(|v| v.trim().parse().ok())
-                })
-                .next()
-                .unwrap_or(1.0f32);
-            (!tag.is_empty() && q > 0.0).then_some((q, i, tag))
-        })
-        .collect();
-    ranges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    ranges.into_iter().map(|(_, _, t)| t).collect()
 }
 
 fn geoproperty(p: &Params, ctx: &Context) -> String {
@@ -207,7 +96,8 @@ pub async fn retrieve(
     check_geometry_property(&p, accept)?;
     let tenant = request::read_tenant(&s, &headers)?;
     let ctx = request::context(&s, &headers).await?;
-    let opts = render_options(&p, &ctx)?;
+    let join = crate::join::from_params(&p)?;
+    let opts = render_options(&p, &ctx, join.as_ref())?;
     if rendered::plain(&p, &[], &opts, accept, &headers) {
         let found = s.broker.get_found(&tenant, &ctx, &id).await?;
         return Ok(rendered::entity(
@@ -238,8 +128,25 @@ pub async fn retrieve(
         }
         f
     } else {
-        render_entity(&e, &ctx, &opts)
+        let joined = match join {
+            Some(j) => {
+                let linked = s
+                    .broker
+                    .linked_entities(&tenant, std::slice::from_ref(&e), &opts, &j)
+                    .await?;
+                Some((j, linked))
+            }
+            None => None,
+        };
+        render_one(&e, &ctx, &opts, joined.as_ref())
     };
+    // A projection that leaves nothing of the entity finds nothing (§4.21).
+    if body.as_object().is_some_and(|o| o.is_empty()) {
+        return Err(NgsiError::not_found(format!(
+            "entity {id} has none of the members pick/omit select"
+        ))
+        .into());
+    }
     respond(
         StatusCode::OK,
         body,
@@ -282,13 +189,35 @@ pub(crate) fn query_params(p: &Params) -> Result<EntityQueryParams, NgsiError> {
     })
 }
 
-/// Render a query result with the count header.
+/// The Linked Entities of a page of entities, when joined (GeoJSON answers show no Linked Entities).
+pub(crate) async fn join_page(
+    s: &AppState,
+    tenant: &str,
+    result: &misto_broker::QueryResult,
+    opts: &RenderOptions,
+    join: Option<misto_ngsild::linked::Join>,
+    accept: Accept,
+) -> Result<Option<Joined>, NgsiError> {
+    match join {
+        Some(j) if accept != Accept::GeoJson => {
+            let linked = s
+                .broker
+                .linked_entities(tenant, &result.entities, opts, &j)
+                .await?;
+            Ok(Some((j, linked)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Render a query result with the count header: each entity with `opts` and, when joined, its Linked
+/// Entities.
 pub(crate) fn query_response(
     s: &AppState,
     result: misto_broker::QueryResult,
     ctx: &Context,
     p: &Params,
-    opts: &RenderOptions,
+    (opts, joined): (&RenderOptions, Option<&Joined>),
     accept: Accept,
     plain_json: bool,
 ) -> ApiResult {
@@ -303,13 +232,7 @@ pub(crate) fn query_response(
         }
         fc
     } else {
-        Value::Array(
-            result
-                .entities
-                .iter()
-                .map(|e| render_entity(e, ctx, opts))
-                .collect(),
-        )
+        render_list(&result.entities, ctx, opts, joined)
     };
     let mut r = respond(StatusCode::OK, body, ctx, accept, request::link_for(s, ctx))?;
     if let Some(total) = result.total {
@@ -326,7 +249,11 @@ pub async fn query(State(s): St, headers: HeaderMap, RawQuery(q): RawQuery) -> A
     check_geometry_property(&p, accept)?;
     let ctx = request::context(&s, &headers).await?;
     let params = query_params(&p)?;
-    let opts = render_options(&p, &ctx)?;
+    let join = crate::join::from_params(&p)?;
+    if let Some(q) = &params.q {
+        crate::join::check_reach("q", misto_broker::query::q_link_depth(q), join.as_ref())?;
+    }
+    let opts = render_options(&p, &ctx, join.as_ref())?;
     if params.types.as_deref() == Some("*") && p.get("local") == Some("false") {
         return Err(NgsiError::bad_data(
             "type=* (every type) needs the local scope and cannot be combined with local=false",
@@ -358,8 +285,17 @@ pub async fn query(State(s): St, headers: HeaderMap, RawQuery(q): RawQuery) -> A
     } else {
         let result = s.broker.query_entities(&tenant, &ctx, &params).await?;
         page.more = result.more;
+        let joined = join_page(&s, &tenant, &result, &opts, join, accept).await?;
         let plain = crate::negotiate::prefers_plain_json(&headers);
-        query_response(&s, result, &ctx, &p, &opts, accept, plain)?
+        query_response(
+            &s,
+            result,
+            &ctx,
+            &p,
+            (&opts, joined.as_ref()),
+            accept,
+            plain,
+        )?
     };
     paging::add_links(&mut r, "/ngsi-ld/v1/entities", &p, &page);
     Ok(r)
@@ -369,26 +305,54 @@ pub async fn purge(State(s): St, headers: HeaderMap, RawQuery(q): RawQuery) -> A
     let p = request::params(q.as_deref())?;
     let tenant = request::read_tenant(&s, &headers)?;
     let ctx = request::context(&s, &headers).await?;
-    match (p.get("keep").is_some(), p.get("drop").is_some()) {
-        (true, true) => {
-            return Err(NgsiError::bad_data("keep and drop cannot be used together").into())
-        }
-        (true, false) | (false, true) => {
-            // Refused rather than ignored: ignoring them would delete whole entities.
-            return Err(NgsiError::new(
-                misto_ngsild::ErrorKind::OperationNotSupported,
-                "purging only some attributes (keep/drop) is not supported yet",
-            )
+    let params = query_params(&p)?;
+    // A purge retrieves no Linked Entities: a selection reaching into them selects nothing (§5.6.21.4).
+    for a in params.attrs.iter().flatten() {
+        if a.contains(['{', '}']) {
+            return Err(NgsiError::bad_data(format!(
+                "attrs: '{a}' reaches into Linked Entities, which a purge does not retrieve"
+            ))
             .into());
         }
-        (false, false) => {}
+        misto_ngsild::validate::check_name(a)
+            .map_err(|e| NgsiError::bad_data(format!("attrs: {e}")))?;
     }
-    let params = query_params(&p)?;
-    if let Some(attrs) = &params.attrs {
-        // Linked-entity projections (`owner{name}`) select nothing to purge (§5.6.21.4).
-        names_valid("attrs", attrs)?;
+    if let Some(q) = &params.q {
+        crate::join::check_reach("q", misto_broker::query::q_link_depth(q), None)?;
     }
-    s.broker.purge_entities(&tenant, &ctx, &params).await?;
+    let names = |k: &str| -> Result<Option<HashSet<String>>, NgsiError> {
+        let Some(list) = p.list(k)? else {
+            return Ok(None);
+        };
+        for n in &list {
+            if n.contains(['{', '}']) {
+                return Err(NgsiError::bad_data(format!(
+                    "{k}: '{n}' is not an attribute name"
+                )));
+            }
+            misto_ngsild::validate::check_name(n)
+                .map_err(|e| NgsiError::bad_data(format!("{k}: {e}")))?;
+        }
+        Ok(Some(list.iter().map(|n| ctx.expand(n)).collect()))
+    };
+    let what = match (names("keep")?, names("drop")?) {
+        (Some(_), Some(_)) => {
+            return Err(NgsiError::bad_data("keep and drop cannot be used together").into())
+        }
+        (Some(keep), None) => Some(AttributePurge::Keep(keep)),
+        (None, Some(drop)) => Some(AttributePurge::Drop(drop)),
+        (None, None) => None,
+    };
+    match what {
+        Some(what) => {
+            s.broker
+                .purge_attributes(&tenant, &ctx, &params, what)
+                .await?;
+        }
+        None => {
+            s.broker.purge_entities(&tenant, &ctx, &params).await?;
+        }
+    }
     Ok(no_content())
 }
 

@@ -7,9 +7,10 @@ use misto_broker::{BatchOutcome, EntityQueryParams, GeoParams};
 use misto_ngsild::NgsiError;
 use serde_json::{json, Value};
 
-use crate::entities::{query_response, render_options};
+use crate::entities::{join_page, query_response};
 use crate::negotiate::BatchBody;
 use crate::problem::ApiResult;
+use crate::representation::{language_preference, parse_projection, project, render_options};
 use crate::request::{self, LimitedBody};
 use crate::St;
 
@@ -296,6 +297,38 @@ fn ordering_from_body(
     Ok(())
 }
 
+/// The join of a query: the body's `join`, `joinLevel` and `containedBy` (§5.2.23), else the parameters'.
+fn join_from_body(
+    body: &Value,
+    p: &crate::params::Params,
+) -> Result<Option<misto_ngsild::linked::Join>, NgsiError> {
+    if body.get("join").is_none() && body.get("joinLevel").is_none() {
+        return crate::join::from_params(p);
+    }
+    let level =
+        match body.get("joinLevel") {
+            None => None,
+            Some(v) => Some(v.as_u64().ok_or_else(|| {
+                NgsiError::bad_data("query: joinLevel must be a positive integer")
+            })?),
+        };
+    let contained_by = match body.get("containedBy") {
+        None => None,
+        Some(Value::Array(a)) => Some(strings(a, "query: containedBy must be an array of URIs")?),
+        Some(_) => {
+            return Err(NgsiError::bad_data(
+                "query: containedBy must be an array of URIs",
+            ))
+        }
+    };
+    let join = match body.get("join") {
+        None => None,
+        Some(Value::String(j)) => Some(j.as_str()),
+        Some(_) => return Err(NgsiError::bad_data("query: join must be a string")),
+    };
+    crate::join::build(join, level, contained_by)
+}
+
 pub async fn query(
     State(s): St,
     headers: HeaderMap,
@@ -309,37 +342,45 @@ pub async fn query(
     params.limit = p.usize("limit")?;
     params.offset = p.usize("offset")?.unwrap_or(0);
     params.count = p.bool("count")?;
-    let mut opts = render_options(&p, &ctx)?;
+    let join = join_from_body(&body, &p)?;
+    if let Some(q) = &params.q {
+        crate::join::check_reach("q", misto_broker::query::q_link_depth(q), join.as_ref())?;
+    }
+    let mut opts = render_options(&p, &ctx, join.as_ref())?;
     if let Some(attrs) = &params.attrs {
         opts.attrs = Some(attrs.iter().map(|a| ctx.expand(a)).collect());
     }
     // pick/omit in the query body (§5.2.23): an array of member names, or one comma-separated string.
     for (k, keep) in [("pick", true), ("omit", false)] {
-        let names: Option<Vec<String>> = match body.get(k) {
+        let text = match body.get(k) {
             None => None,
-            Some(Value::String(s)) => Some(
-                s.split([',', '|'])
-                    .map(str::trim)
-                    .map(str::to_string)
-                    .collect(),
-            ),
-            Some(Value::Array(a)) => Some(strings(a, &format!("query: {k} must be member names"))?),
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Array(a)) => {
+                Some(strings(a, &format!("query: {k} must be member names"))?.join(","))
+            }
             Some(_) => {
                 return Err(NgsiError::bad_data(format!("query: {k} must be member names")).into())
             }
         };
-        if let Some(names) = names {
-            if names.iter().any(String::is_empty) {
-                return Err(NgsiError::bad_data(format!("query: {k} has an empty member")).into());
-            }
-            crate::entities::project(&mut opts, names, keep, &ctx);
+        if let Some(text) = text {
+            let members = parse_projection(&format!("query: {k}"), &text, join.as_ref())?;
+            project(&mut opts, &members, keep, &ctx);
         }
     }
     if let Some(lang) = body.get("lang").and_then(Value::as_str) {
-        opts.lang = Some(lang.split(',').map(str::to_string).collect());
+        opts.lang = Some(language_preference(lang));
     }
     let tenant = request::read_tenant(&s, &headers)?;
     let result = s.broker.query_entities(&tenant, &ctx, &params).await?;
+    let joined = join_page(&s, &tenant, &result, &opts, join, accept).await?;
     let plain = crate::negotiate::prefers_plain_json(&headers);
-    query_response(&s, result, &ctx, &p, &opts, accept, plain)
+    query_response(
+        &s,
+        result,
+        &ctx,
+        &p,
+        (&opts, joined.as_ref()),
+        accept,
+        plain,
+    )
 }

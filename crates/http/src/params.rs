@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use misto_ngsild::render::Format;
-use misto_ngsild::NgsiError;
+use misto_ngsild::{ErrorKind, NgsiError};
 
 /// Parameters whose values keep `+` as it is.
 const PLUS_IS_LITERAL: &[&str] = &["scopeQ", "timeAt", "endTimeAt"];
@@ -64,9 +64,20 @@ impl Params {
         self.split_list(k, &[','])
     }
 
-    /// A projection (`pick`, `omit`, §4.21): members separated by `,` or `|` (both mean "or").
-    pub fn projection(&self, k: &str) -> Result<Option<Vec<String>>, NgsiError> {
-        self.split_list(k, &[',', '|'])
+    /// Every value of a parameter joined by `,` (a repeated list parameter is one list).
+    pub fn joined(&self, k: &str) -> Result<Option<String>, NgsiError> {
+        match self.0.get(k) {
+            None => Ok(None),
+            Some(vals) => {
+                let text = vals.join(",");
+                if text.is_empty() {
+                    return Err(NgsiError::bad_data(format!(
+                        "the parameter {k} must not be empty"
+                    )));
+                }
+                Ok(Some(text))
+            }
+        }
     }
 
     fn split_list(&self, k: &str, separators: &[char]) -> Result<Option<Vec<String>>, NgsiError> {
@@ -119,42 +130,51 @@ impl Params {
         Ok(self.options()?.iter().any(|x| x == o))
     }
 
-    /// Representation from `format` or `options`.
+    /// Representation from `format` or `options`. `format` takes precedence over the representation named
+    /// in `options` (§6.3.7); an unknown `format` is an InvalidRequest.
     pub fn format(&self) -> Result<Format, NgsiError> {
-        let opts = self.options()?;
-        let mut f: Option<Format> = None;
-        let mut set = |n: Format| -> Result<(), NgsiError> {
-            match f {
-                Some(existing) if existing != n => Err(NgsiError::bad_data(
-                    "options/format: keyValues, concise and normalized exclude each other",
-                )),
-                _ => {
-                    f = Some(n);
-                    Ok(())
-                }
-            }
-        };
-        for o in &opts {
-            match o.as_str() {
-                "keyValues" | "simplified" => set(Format::KeyValues)?,
-                "concise" => set(Format::Concise)?,
-                "normalized" => set(Format::Normalized)?,
-                _ => {}
-            }
-        }
         if let Some(fmt) = self.get("format") {
-            match fmt {
-                "keyValues" | "simplified" => set(Format::KeyValues)?,
-                "concise" => set(Format::Concise)?,
-                "normalized" => set(Format::Normalized)?,
-                other => {
-                    return Err(NgsiError::bad_data(format!(
-                        "format: unknown representation '{other}'"
-                    )))
-                }
+            return match fmt {
+                "keyValues" | "simplified" => Ok(Format::KeyValues),
+                "concise" => Ok(Format::Concise),
+                "normalized" => Ok(Format::Normalized),
+                other => Err(NgsiError::new(
+                    ErrorKind::InvalidRequest,
+                    format!("format: unknown representation '{other}'"),
+                )),
+            };
+        }
+        let mut f: Option<Format> = None;
+        for o in self.options()? {
+            let n = match o.as_str() {
+                "keyValues" | "simplified" => Format::KeyValues,
+                "concise" => Format::Concise,
+                "normalized" => Format::Normalized,
+                _ => continue,
+            };
+            if f.is_some_and(|existing| existing != n) {
+                return Err(NgsiError::bad_data(
+                    "options: keyValues, concise and normalized exclude each other",
+                ));
             }
+            f = Some(n);
         }
         Ok(f.unwrap_or_default())
+    }
+
+    /// Every `options` value must be one of `known`: an unknown one is an InvalidRequest (§6.3.7).
+    pub fn check_options(&self, known: &[&str]) -> Result<(), NgsiError> {
+        match self
+            .options()?
+            .into_iter()
+            .find(|o| !known.contains(&o.as_str()))
+        {
+            Some(bad) => Err(NgsiError::new(
+                ErrorKind::InvalidRequest,
+                format!("options: '{bad}' is not an option of this operation"),
+            )),
+            None => Ok(()),
+        }
     }
 }
 

@@ -785,7 +785,17 @@ async fn hosted_contexts() {
         .send(Method::POST, "/jsonldContexts", &json!({"@context": {"Bridge": "https://example.org/Bridge", "span": "https://example.org/span"}}), None)
         .await;
     assert_eq!(r.status(), 201);
-    let url = r.headers()["location"].to_str().unwrap().to_string();
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let id = location
+        .strip_prefix("/ngsi-ld/v1/jsonldContexts/")
+        .expect("a relative Location")
+        .to_string();
+    let details = s
+        .get_json(&format!("/jsonldContexts/{id}?details=true"), None)
+        .await;
+    assert_eq!(details["localId"], id.as_str());
+    assert_eq!(details["kind"], "Hosted");
+    let url = details["URL"].as_str().unwrap().to_string();
     assert!(url.starts_with(&s.base));
     s.create(
         &json!({"id": "urn:ngsi-ld:Bridge:paton", "type": "Bridge", "span": 1543}),
@@ -801,7 +811,6 @@ async fn hosted_contexts() {
         .get_json("/entities/urn:ngsi-ld:Bridge:paton", Some(&url))
         .await;
     assert_eq!(e["span"]["value"], 1543);
-    let id = url.rsplit('/').next().unwrap();
     let ctx = s.get_json(&format!("/jsonldContexts/{id}"), None).await;
     assert_eq!(ctx["@context"]["span"], "https://example.org/span");
     let list = s.get_json("/jsonldContexts?kind=Hosted", None).await;
@@ -1543,4 +1552,71 @@ async fn projections_take_comma_or_pipe() {
         .await;
     assert!(omitted.get("name").is_none() && omitted.get("location").is_none());
     assert!(omitted.get("pm25").is_some());
+}
+
+/// `format` wins over the representation in `options` (§6.3.7); a projection that leaves nothing of the
+/// entity finds nothing (§4.21).
+#[tokio::test]
+async fn format_precedence_and_empty_projections() {
+    let s = TestServer::start().await;
+    s.create(&station(1, 30.52, 50.45, 12.5), Some(ENV_CONTEXT))
+        .await;
+    let id = "/entities/urn:ngsi-ld:AirQualityObserved:t1";
+    let kv = s
+        .get_json(
+            &format!("{id}?format=keyValues&options=normalized"),
+            Some(ENV_CONTEXT),
+        )
+        .await;
+    assert_eq!(kv["pm25"], 12.5);
+    problem(
+        s.get(&format!("{id}?pick=unknown"), Some(ENV_CONTEXT))
+            .await,
+        404,
+    )
+    .await;
+    problem(
+        s.get(
+            &format!("{id}?omit=id,type,pm25,name,location,refDevice"),
+            Some(ENV_CONTEXT),
+        )
+        .await,
+        404,
+    )
+    .await;
+}
+
+/// Purge with `drop` removes the named attributes, with `keep` all others; the entities stay (V1.9 §5.6.21).
+#[tokio::test]
+async fn purge_keep_and_drop_attributes() {
+    let s = TestServer::start().await;
+    for n in 1..=2 {
+        s.create(&station(n, 30.5, 50.4, 10.0), Some(ENV_CONTEXT))
+            .await;
+    }
+    let purge = |q: &'static str| {
+        s.req(
+            Method::DELETE,
+            &format!("/entities?type=AirQualityObserved&{q}"),
+        )
+        .header("Link", common::link(ENV_CONTEXT))
+        .send()
+    };
+    assert_eq!(purge("drop=name").await.unwrap().status(), 204);
+    let e = s
+        .get_json(
+            "/entities/urn:ngsi-ld:AirQualityObserved:t2",
+            Some(ENV_CONTEXT),
+        )
+        .await;
+    assert!(e.get("name").is_none() && e["pm25"]["value"] == 10.0);
+    assert_eq!(purge("keep=pm25").await.unwrap().status(), 204);
+    let e = s
+        .get_json(
+            "/entities/urn:ngsi-ld:AirQualityObserved:t1",
+            Some(ENV_CONTEXT),
+        )
+        .await;
+    let members: Vec<&String> = e.as_object().unwrap().keys().collect();
+    assert_eq!(members, ["id", "type", "pm25"]);
 }

@@ -476,7 +476,10 @@ fn corpus() -> Vec<Case> {
         query("type=T&count=yes"),
         query("type=T&limit=0"),
         query("type=T&options=keyValues,concise"),
-        query("type=T&format=pretty"),
+        // An unknown representation or option is a malformed request (§6.3.7).
+        get("/entities?type=T&format=pretty", 400, "InvalidRequest"),
+        get("/entities?type=T&options=pretty", 400, "InvalidRequest"),
+        get("/entities/urn:ngsi-ld:T:none?options=keyValues,x", 400, "InvalidRequest"),
         query("type=T&idPattern=(unclosed"),
         query("id=not%20a%20uri"),
         query("type=T&attrs=a,,b"),
@@ -622,7 +625,7 @@ fn corpus() -> Vec<Case> {
             JSON,
             Some(r#"{"no": "context"}"#),
             400,
-            "BadRequestData",
+            "InvalidRequest",
         ),
         case(
             Method::POST,
@@ -641,6 +644,12 @@ fn corpus() -> Vec<Case> {
             "UnsupportedMediaType",
         ),
         delete("/jsonldContexts/urn:none", 404, "ResourceNotFound"),
+        delete("/jsonldContexts/urn:none?reload=true", 400, "BadRequestData"),
+        delete(
+            "/jsonldContexts/https%3A%2F%2Furi.etsi.org%2Fngsi-ld%2Fv1%2Fngsi-ld-core-context-v1.8.jsonld",
+            400,
+            "BadRequestData",
+        ),
         // Found by the ETSI conformance suite.
         post_entity("{\"id\":\"urn:ngsi-ld:T:\u{202E}1\",\"type\":\"T\"}"),
         post_entity(
@@ -673,7 +682,9 @@ fn corpus() -> Vec<Case> {
         ),
         delete("/entities?id=urn:ngsi-ld:T:1", 400, "BadRequestData"),
         delete("/entities?type=T&keep=a&drop=b", 400, "BadRequestData"),
-        delete("/entities?type=T&drop=b", 422, "OperationNotSupported"),
+        delete("/entities?type=T&drop=b{c}", 400, "BadRequestData"),
+        delete("/entities?type=T&attrs=b{c}", 400, "BadRequestData"),
+        delete("/entities?type=T&q=b{c}==1", 400, "BadRequestData"),
         // Routes and methods.
         get("/nothing", 404, "ResourceNotFound"),
         get("/entities/urn:a:b/attrs/x/y", 404, "ResourceNotFound"),

@@ -401,7 +401,10 @@ fn collect(
             if is_core_context_url(url) {
                 return Ok(());
             }
-            if !looks_like_url(url) {
+            // A reference relative to the request's host (`/ngsi-ld/v1/jsonldContexts/…`) is left to the
+            // loader to resolve, as JSON-LD resolves it against the document's base.
+            let relative = url.starts_with('/') && !url.starts_with("//");
+            if !looks_like_url(url) && !relative {
                 return Err(ContextBuildError::Invalid(format!(
                     "@context entry '{url}' is not a URL"
                 )));

@@ -5,6 +5,8 @@ pub mod context;
 pub mod entity;
 pub mod error;
 pub mod expiry;
+pub mod linked;
+pub mod projection;
 pub mod render;
 pub mod update;
 pub mod validate;

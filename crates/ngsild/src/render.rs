@@ -1,6 +1,7 @@
 //! Rendering stored entities in the NGSI-LD representations: normalized, concise, keyValues and GeoJSON.
 
-use std::collections::HashSet;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Value};
 
@@ -31,6 +32,9 @@ pub struct RenderOptions {
     pub lang: Option<Vec<String>>,
     /// Only attribute instances with one of these datasetIds (`@none`: the default instance).
     pub dataset_ids: Option<Vec<String>>,
+    /// How Linked Entities reached through a Relationship (expanded name) are rendered when the projection
+    /// gave it a nested one (`rel{a,b}`, §4.21); see [`RenderOptions::for_linked`].
+    pub linked: HashMap<String, RenderOptions>,
 }
 
 impl RenderOptions {
@@ -41,6 +45,32 @@ impl RenderOptions {
             pick_type: true,
             ..Default::default()
         }
+    }
+
+    /// The options for Linked Entities reached through the Relationship `rel`: its nested projection, or
+    /// these options without any projection (a projection names members of the entity it is given for).
+    pub fn for_linked(&self, rel: &str) -> RenderOptions {
+        match self.linked.get(rel) {
+            Some(o) => o.clone(),
+            None => self.unprojected(),
+        }
+    }
+
+    /// These options without `attrs`, `pick`, `omit` or nested projections.
+    pub fn unprojected(&self) -> RenderOptions {
+        RenderOptions {
+            attrs: None,
+            omit: HashSet::new(),
+            pick_id: true,
+            pick_type: true,
+            linked: HashMap::new(),
+            ..self.clone()
+        }
+    }
+
+    /// Whether the attribute (expanded name) is rendered at all.
+    pub fn keeps(&self, name: &str) -> bool {
+        self.attrs.as_ref().is_none_or(|k| k.contains(name)) && !self.omit.contains(name)
     }
 }
 
@@ -76,43 +106,41 @@ pub fn render_entity(e: &Entity, ctx: &Context, opts: &RenderOptions) -> Value {
         }
     }
     for name in attribute_names(e) {
-        if let Some(keep) = &opts.attrs {
-            if !keep.contains(name) {
-                continue;
-            }
-        }
-        if opts.omit.contains(name) {
+        if !opts.keeps(name) {
             continue;
         }
-        let Some(instances) = e.get(name).and_then(Value::as_array) else {
-            continue;
-        };
-        let selected: Vec<Value>;
-        let instances = match &opts.dataset_ids {
-            None => instances.as_slice(),
-            Some(wanted) => {
-                selected = instances
-                    .iter()
-                    .filter(|i| {
-                        let ds = i
-                            .get("datasetId")
-                            .and_then(Value::as_str)
-                            .unwrap_or("@none");
-                        wanted.iter().any(|w| w == ds)
-                    })
-                    .cloned()
-                    .collect();
-                selected.as_slice()
-            }
-        };
+        let instances = selected_instances(e, name, opts);
         if instances.is_empty() {
             continue;
         }
         let short = ctx.compact(name);
-        let rendered = render_attribute(instances, ctx, opts);
+        let rendered = render_attribute(&instances, ctx, opts);
         out.insert(short, rendered);
     }
     Value::Object(out)
+}
+
+/// The instances of an attribute that `datasetId` selects, in stored order.
+pub fn selected_instances<'a>(e: &'a Entity, name: &str, opts: &RenderOptions) -> Cow<'a, [Value]> {
+    let Some(instances) = e.get(name).and_then(Value::as_array) else {
+        return Cow::Borrowed(&[]);
+    };
+    match &opts.dataset_ids {
+        None => Cow::Borrowed(instances.as_slice()),
+        Some(wanted) => Cow::Owned(
+            instances
+                .iter()
+                .filter(|i| {
+                    let ds = i
+                        .get("datasetId")
+                        .and_then(Value::as_str)
+                        .unwrap_or("@none");
+                    wanted.iter().any(|w| w == ds)
+                })
+                .cloned()
+                .collect(),
+        ),
+    }
 }
 
 /// Render the instances of one attribute.

@@ -186,6 +186,28 @@ pub enum QTerm {
     NotExists(AttrPath),
     /// `attr op value`.
     Compare(AttrPath, Op, QValue),
+    /// `rel{[Type:]…}`: a term about the Linked Entities of a Relationship (see [`LinkedTerm`]).
+    Linked(LinkedTerm),
+}
+
+/// `rel{[Type:]term}` (§4.9): holds for an entity whose Relationship `rel` points to a Linked Entity (of
+/// `Type`, when given) for which `term` holds. Evaluating it needs the ids of those Linked Entities, which the
+/// caller finds (with a query of its own) through [`QExpr::pending_links`] and hands back with
+/// [`QExpr::resolve_links`]; until then the term matches nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkedTerm {
+    pub rel: String,
+    pub entity_type: Option<String>,
+    pub term: Box<QTerm>,
+    /// The ids of the Linked Entities for which `term` holds, once found.
+    pub matching: Option<std::sync::Arc<std::collections::HashSet<String>>>,
+}
+
+/// A sub-query of a [`LinkedTerm`] still to answer: which entities (of `entity_type`) match `term`.
+#[derive(Debug, Clone)]
+pub struct PendingLink {
+    pub entity_type: Option<String>,
+    pub term: QTerm,
 }
 
 /// A parsed query. The parser builds `And`/`Or` with at least two items each and never puts an `And` directly
@@ -309,17 +331,84 @@ impl<'a> Parser<'a> {
     }
 
     fn term(&mut self) -> Result<QExpr, QError> {
+        let hops = self.hops()?;
         let path = self.path()?;
-        let Some(op) = self.op()? else {
-            return Ok(QExpr::Term(QTerm::Exists(path)));
-        };
-        let start = self.i;
-        let raw = self.raw_value()?;
-        if raw.is_empty() {
-            return err(format!("a value is missing after '{op}'"), start);
+        for (rel, _) in &hops {
+            if self.peek() != Some('}') {
+                return err(
+                    format!("missing '}}' after the Linked Entity path of {rel}"),
+                    self.i,
+                );
+            }
+            self.i += 1;
         }
-        let value = value(raw, start, op)?;
-        Ok(QExpr::Term(QTerm::Compare(path, op, value)))
+        let mut term = match self.op()? {
+            None => QTerm::Exists(path),
+            Some(op) => {
+                let start = self.i;
+                let raw = self.raw_value()?;
+                if raw.is_empty() {
+                    return err(format!("a value is missing after '{op}'"), start);
+                }
+                QTerm::Compare(path, op, value(raw, start, op)?)
+            }
+        };
+        for (rel, entity_type) in hops.into_iter().rev() {
+            term = QTerm::Linked(LinkedTerm {
+                rel,
+                entity_type,
+                term: Box::new(term),
+                matching: None,
+            });
+        }
+        Ok(QExpr::Term(term))
+    }
+
+    /// The Relationships (`rel{` or `rel{Type:`) a term walks through to reach Linked Entities.
+    fn hops(&mut self) -> Result<Vec<(String, Option<String>)>, QError> {
+        let mut hops = Vec::new();
+        loop {
+            let rest = self.rest();
+            let Some(open) = rest.find(|c: char| is_stop(c) || matches!(c, '[' | '{' | '}' | '.'))
+            else {
+                return Ok(hops);
+            };
+            if !rest[open..].starts_with('{') {
+                return Ok(hops);
+            }
+            if hops.len() >= MAX_PATH_SEGMENTS {
+                return err("Linked Entity paths nest too deep", self.i);
+            }
+            let start = self.i;
+            let rel = self.name()?;
+            if self.peek() != Some('{') {
+                return err(
+                    "a Relationship name must be followed directly by '{'",
+                    start,
+                );
+            }
+            self.i += 1;
+            // `Type:` hints the Linked Entities' type (§4.9); a full IRI (`https://…`) is a name.
+            let rest = self.rest();
+            let seg = rest
+                .find(|c: char| is_stop(c) || matches!(c, '[' | '{' | '}' | '.'))
+                .map_or(rest, |k| &rest[..k]);
+            let hint = seg.split_once(':').filter(|(t, after)| {
+                !t.is_empty()
+                    && !after.is_empty()
+                    && !after.starts_with("//")
+                    && t.chars()
+                        .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+            });
+            let entity_type = match hint {
+                Some((t, _)) => {
+                    self.i += t.len() + 1;
+                    Some(t.to_string())
+                }
+                None => None,
+            };
+            hops.push((rel, entity_type));
+        }
     }
 
     /// One name: up to an operator, `[`, or a dot that starts the next segment.
@@ -328,7 +417,7 @@ impl<'a> Parser<'a> {
         let rest = self.rest();
         let seg_end = rest
             .char_indices()
-            .find(|&(_, c)| is_stop(c) || c == '[')
+            .find(|&(_, c)| is_stop(c) || matches!(c, '[' | '{' | '}'))
             .map_or(rest.len(), |(k, _)| k);
         let end = match scheme_len(rest) {
             // Not a full IRI: a dot always separates.
@@ -756,6 +845,25 @@ impl fmt::Display for QTerm {
             QTerm::Exists(p) => write!(f, "{p}"),
             QTerm::NotExists(p) => write!(f, "!{p}"),
             QTerm::Compare(p, op, v) => write!(f, "{p}{op}{v}"),
+            QTerm::Linked(_) => {
+                // `rel{Type:path}op value`: the comparison follows the closing braces.
+                let mut t = self;
+                let mut closing = 0;
+                while let QTerm::Linked(l) = t {
+                    write!(f, "{}{{", l.rel)?;
+                    if let Some(ty) = &l.entity_type {
+                        write!(f, "{ty}:")?;
+                    }
+                    closing += 1;
+                    t = &l.term;
+                }
+                let braces = "}".repeat(closing);
+                match t {
+                    QTerm::Exists(p) | QTerm::NotExists(p) => write!(f, "{p}{braces}"),
+                    QTerm::Compare(p, op, v) => write!(f, "{p}{braces}{op}{v}"),
+                    QTerm::Linked(_) => Ok(()),
+                }
+            }
         }
     }
 }
@@ -798,18 +906,7 @@ impl QExpr {
     pub fn map_attribute_names(&mut self, f: &mut dyn FnMut(&str) -> String) {
         match self {
             QExpr::And(v) | QExpr::Or(v) => v.iter_mut().for_each(|e| e.map_attribute_names(f)),
-            QExpr::Term(QTerm::Exists(p) | QTerm::NotExists(p) | QTerm::Compare(p, _, _)) => {
-                if !(p.sub.is_empty() && ENTITY_MEMBERS.contains(&p.attr.as_str())) {
-                    p.attr = f(&p.attr);
-                }
-                for s in p.sub.iter_mut() {
-                    if METADATA.contains(&s.as_str()) {
-                        // Whatever follows a metadata name is inside its value: not an attribute name.
-                        break;
-                    }
-                    *s = f(s);
-                }
-            }
+            QExpr::Term(t) => t.map_attribute_names(f),
         }
     }
 
@@ -824,6 +921,11 @@ impl QExpr {
     fn collect_names<'s>(&'s self, out: &mut Vec<&'s str>) {
         match self {
             QExpr::And(v) | QExpr::Or(v) => v.iter().for_each(|e| e.collect_names(out)),
+            QExpr::Term(QTerm::Linked(l)) => {
+                if !out.contains(&l.rel.as_str()) {
+                    out.push(&l.rel);
+                }
+            }
             QExpr::Term(QTerm::Exists(p) | QTerm::NotExists(p) | QTerm::Compare(p, _, _)) => {
                 let entity_member = p.sub.is_empty() && ENTITY_MEMBERS.contains(&p.attr.as_str());
                 if !entity_member && !out.contains(&p.attr.as_str()) {
@@ -844,6 +946,7 @@ impl QExpr {
     fn collect_members(&self, out: &mut Vec<&'static str>) {
         match self {
             QExpr::And(v) | QExpr::Or(v) => v.iter().for_each(|e| e.collect_members(out)),
+            QExpr::Term(QTerm::Linked(_)) => {}
             QExpr::Term(QTerm::Exists(p) | QTerm::NotExists(p) | QTerm::Compare(p, _, _)) => {
                 if p.sub.is_empty() {
                     if let Some(m) = ENTITY_MEMBERS.iter().find(|m| **m == p.attr) {
@@ -861,6 +964,8 @@ impl QExpr {
     pub fn reads_values_only(&self) -> bool {
         match self {
             QExpr::And(v) | QExpr::Or(v) => v.iter().all(QExpr::reads_values_only),
+            // A linked term reads the Relationship's object only.
+            QExpr::Term(QTerm::Linked(_)) => true,
             QExpr::Term(QTerm::Exists(p) | QTerm::NotExists(p) | QTerm::Compare(p, _, _)) => {
                 p.sub.is_empty()
             }
@@ -895,6 +1000,35 @@ impl QTerm {
                 false
             }
             QTerm::Compare(p, op, v) => targets(e, p).iter().any(|t| compare(t, *op, v)),
+            QTerm::Linked(l) => l
+                .matching
+                .as_ref()
+                .is_some_and(|ids| linked::object_ids(e.get(&l.rel)).any(|id| ids.contains(id))),
+        }
+    }
+
+    fn map_attribute_names(&mut self, f: &mut dyn FnMut(&str) -> String) {
+        match self {
+            QTerm::Linked(l) => {
+                l.rel = f(&l.rel);
+                // Type names expand like attribute names (the same @context).
+                if let Some(t) = &mut l.entity_type {
+                    *t = f(t);
+                }
+                l.term.map_attribute_names(f);
+            }
+            QTerm::Exists(p) | QTerm::NotExists(p) | QTerm::Compare(p, _, _) => {
+                if !(p.sub.is_empty() && ENTITY_MEMBERS.contains(&p.attr.as_str())) {
+                    p.attr = f(&p.attr);
+                }
+                for s in p.sub.iter_mut() {
+                    if METADATA.contains(&s.as_str()) {
+                        // Whatever follows a metadata name is inside its value: not an attribute name.
+                        break;
+                    }
+                    *s = f(s);
+                }
+            }
         }
     }
 }
@@ -1135,6 +1269,8 @@ fn compare(t: &Value, op: Op, v: &QValue) -> bool {
         t => holds(t, op, v) != negative,
     }
 }
+
+mod linked;
 
 #[cfg(test)]
 mod tests;

@@ -1017,14 +1017,25 @@ fn candidate_sql(
         Driver::Types => {
             let types = q.types.as_deref().unwrap_or_default();
             args.push(V::Text(tenant.to_string()));
+            if types.len() > 1 {
+                // An entity of several of the types has a row for each: select it once.
+                args.push(V::Text(tenant.to_string()));
+            }
             if types.is_empty() {
                 args.push(V::Null);
             }
             args.extend(types.iter().map(|t| V::Text(t.clone())));
-            format!(
-                "FROM entity_types t JOIN entities e ON e.seq = t.seq WHERE t.tenant = ? AND t.type IN ({})",
-                placeholders(types.len())
-            )
+            if types.len() > 1 {
+                format!(
+                    "FROM entities e WHERE e.tenant = ? AND e.seq IN (SELECT t.seq FROM entity_types t WHERE t.tenant = ? AND t.type IN ({}))",
+                    placeholders(types.len())
+                )
+            } else {
+                format!(
+                    "FROM entity_types t JOIN entities e ON e.seq = t.seq WHERE t.tenant = ? AND t.type IN ({})",
+                    placeholders(types.len())
+                )
+            }
         }
         Driver::Ids | Driver::Tenant => {
             args.push(V::Text(tenant.to_string()));

@@ -429,6 +429,22 @@ async fn queries(s: &dyn EntityStore) {
     let page = s.query("", &b).await.unwrap();
     assert_eq!(page.total, Some(51), "50 of type B and one with two types");
     assert!(ids(&page).contains(&"urn:q:007".to_string()));
+    // Any of several types: an entity of two of them is found once, with and without a filter.
+    let any: misto_store::EntityFilter = Arc::new(|_: &Entity| true);
+    for filter in [None, Some(any)] {
+        let ab = EntityQuery {
+            types: Some(vec!["A".into(), "B".into()]),
+            filter,
+            limit: 1000,
+            count: true,
+            ..Default::default()
+        };
+        let page = s.query("", &ab).await.unwrap();
+        assert_eq!(page.total, Some(250));
+        let found = ids(&page);
+        assert_eq!(found.len(), 250, "each entity once");
+        assert_eq!(found.iter().filter(|i| *i == "urn:q:007").count(), 1);
+    }
     // Filter + paging in insertion order.
     let even: misto_store::EntityFilter =
         Arc::new(|e: &Entity| e["n"][0]["value"].as_i64().unwrap() % 2 == 0);
