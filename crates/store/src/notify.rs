@@ -110,12 +110,14 @@ pub trait NotifyStore: Send + Sync + 'static {
     /// The oldest journal entries, at most `limit`.
     async fn journal_read(&self, limit: usize) -> Result<Vec<JournalEntry>, StoreError>;
 
-    /// In one transaction: store `notifications` in the outbox and remove journal entries up to `upto`. When
-    /// the entries up to `upto` are gone already (another node consumed them), nothing is stored; an `upto`
-    /// below 1 stores notifications that come from no journal entry (periodic ones).
+    /// In one transaction: store `notifications` in the outbox and remove the journal entries `consumed` (the
+    /// ones read, by `seq` — not a range: on PostgreSQL an entry with a lower `seq` may commit after a higher
+    /// one was read, and must stay for the next read). When every consumed entry is gone already (another
+    /// node consumed them), nothing is stored; an empty `consumed` stores notifications that come from no
+    /// journal entry (periodic ones).
     async fn journal_commit(
         &self,
-        upto: i64,
+        consumed: Vec<i64>,
         notifications: Vec<NewNotification>,
     ) -> Result<(), StoreError>;
 

@@ -792,15 +792,21 @@ async fn journal_and_outbox(s: &dyn EntityStore) {
         payload: json!({"n": n}),
         due_ms: 0,
     };
+    // Exactly the entries consumed go, not a range: the one not consumed stays even if it lies between.
     s.journal_commit(
-        j[1].seq,
+        vec![j[0].seq, j[2].seq],
         vec![note("urn:s:a", 1), note("urn:s:a", 2), note("urn:s:b", 3)],
     )
     .await
     .unwrap();
     let left = s.journal_read(100).await.unwrap();
     assert_eq!(left.len(), 1);
-    assert_eq!(left[0].seq, j[2].seq);
+    assert_eq!(left[0].seq, j[1].seq);
+    assert_eq!(s.outbox_depth().await.unwrap(), 3);
+    // Entries consumed already (by another node) store nothing a second time.
+    s.journal_commit(vec![j[0].seq, j[2].seq], vec![note("urn:s:a", 9)])
+        .await
+        .unwrap();
     assert_eq!(s.outbox_depth().await.unwrap(), 3);
 
     let heads = s.outbox_heads(i64::MAX, 10).await.unwrap();
@@ -891,7 +897,14 @@ async fn journal_and_outbox(s: &dyn EntityStore) {
     s.delete_subscription("t", "urn:s:b").await.unwrap();
     s.delete_subscription("t", "urn:s:a").await.unwrap();
     assert_eq!(s.outbox_depth().await.unwrap(), 0);
-    s.journal_commit(i64::MAX, vec![]).await.unwrap();
+    let rest: Vec<i64> = s
+        .journal_read(100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    s.journal_commit(rest, vec![]).await.unwrap();
     put_all(s, "t", vec![entity("urn:e:2", "T", json!({}))]).await;
     assert!(s.journal_read(100).await.unwrap().is_empty());
 }

@@ -199,9 +199,9 @@ impl Notifier {
     /// One pass over the journal: returns how many entries it consumed.
     async fn journal_pass(&self, broker: &Broker) -> Result<usize, misto_store::StoreError> {
         let entries = broker.store.journal_read(500).await?;
-        let Some(last) = entries.last().map(|e| e.seq) else {
+        if entries.is_empty() {
             return Ok(0);
-        };
+        }
         let now = jiff::Timestamp::now();
         let mut out = Vec::new();
         for e in &entries {
@@ -226,7 +226,10 @@ impl Notifier {
             }
         }
         let n = out.len();
-        broker.store.journal_commit(last, out).await?;
+        broker
+            .store
+            .journal_commit(entries.iter().map(|e| e.seq).collect(), out)
+            .await?;
         metrics::counter!("misto_notifications_due_total").increment(n as u64);
         if n > 0 {
             self.delivery_wake.notify_one();
@@ -284,7 +287,7 @@ impl Notifier {
                 payload: json!({ "data": data }),
                 due_ms: now.as_millisecond(),
             };
-            if let Err(e) = broker.store.journal_commit(i64::MIN, vec![n]).await {
+            if let Err(e) = broker.store.journal_commit(Vec::new(), vec![n]).await {
                 tracing::warn!(id = c.id, error = %e, "periodic notification not stored");
             } else {
                 metrics::counter!("misto_notifications_due_total").increment(1);

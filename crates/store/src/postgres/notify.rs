@@ -200,7 +200,7 @@ impl NotifyStore for PgStore {
 
     async fn journal_commit(
         &self,
-        upto: i64,
+        consumed: Vec<i64>,
         notifications: Vec<NewNotification>,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
@@ -210,11 +210,13 @@ impl NotifyStore for PgStore {
             .bind(JOURNAL_LOCK)
             .execute(&mut *tx)
             .await?;
-        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM change_journal WHERE seq <= $1")
-            .bind(upto)
-            .fetch_one(&mut *tx)
-            .await?;
-        if left == 0 && upto >= 1 {
+        // Exactly the entries read: one with a lower seq that committed after the read stays for the next.
+        let removed = sqlx::query("DELETE FROM change_journal WHERE seq = ANY($1)")
+            .bind(&consumed)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if removed == 0 && !consumed.is_empty() {
             return Ok(());
         }
         let created = now_ms();
@@ -230,10 +232,6 @@ impl NotifyStore for PgStore {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query("DELETE FROM change_journal WHERE seq <= $1")
-            .bind(upto)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         Ok(())
     }

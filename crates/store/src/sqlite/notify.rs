@@ -312,10 +312,19 @@ impl NotifyStore for SqliteStore {
 
     async fn journal_commit(
         &self,
-        upto: i64,
+        consumed: Vec<i64>,
         notifications: Vec<NewNotification>,
     ) -> Result<(), StoreError> {
         self.write(move |c| {
+            let mut removed = 0;
+            for seq in &consumed {
+                removed += c
+                    .prepare_cached("DELETE FROM change_journal WHERE seq = ?1")?
+                    .execute(params![seq])?;
+            }
+            if removed == 0 && !consumed.is_empty() {
+                return Ok(());
+            }
             let created = now_ms();
             for n in &notifications {
                 c.prepare_cached(
@@ -329,8 +338,6 @@ impl NotifyStore for SqliteStore {
                     n.due_ms
                 ])?;
             }
-            c.prepare_cached("DELETE FROM change_journal WHERE seq <= ?1")?
-                .execute(params![upto])?;
             Ok(())
         })
         .await
