@@ -10,20 +10,8 @@ s=${3:-10000}
 rates=${4:-500,1000,2000,3000}
 secs=${5:-10}
 cargo build --release -q -p misto -p misto-bench
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-data=$(mktemp -d)
-db_args=()
-if [ "$backend" = postgres ]; then
-  db="misto_nbench_$$"
-  psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
-  db_args=(--database-url "postgres://postgres@127.0.0.1:5432/$db")
-fi
-MISTO_LOG=warn ./target/release/misto serve --http-addr "127.0.0.1:$port" --data-dir "$data" "${db_args[@]}" > "$data/misto.log" 2>&1 &
-pid=$!
-cleanup() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$data"; if [ "$backend" = postgres ]; then psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db" || true; fi; }
-trap cleanup EXIT
-url="http://127.0.0.1:$port"
-for _ in $(seq 1 100); do curl -sf "$url/ready" >/dev/null && break; sleep 0.1; done
+. bench/start-misto.sh
+start_misto nbench
 echo "backend=$backend entities=$n subscriptions=$s"
 cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 c0=$(cpu)

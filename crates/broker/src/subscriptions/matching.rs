@@ -222,8 +222,8 @@ impl Compiled {
                 .as_str()
                 .unwrap_or("application/json")
                 .to_string(),
-            receiver_info: key_values(&ep["receiverInfo"]),
-            notifier_info: key_values(&ep["notifierInfo"]),
+            receiver_info: key_value_pairs(&ep["receiverInfo"]),
+            notifier_info: key_value_pairs(&ep["notifierInfo"]),
         };
         Ok(Compiled {
             tenant: tenant.to_string(),
@@ -544,7 +544,7 @@ fn previous(inst: &Map<String, Value>, ctx: &Context) -> Option<(&'static str, V
 }
 
 /// The pairs of a KeyValuePair array (receiverInfo, notifierInfo); validation has checked their shape.
-fn key_values(v: &Value) -> Vec<(String, String)> {
+pub(super) fn key_value_pairs(v: &Value) -> Vec<(String, String)> {
     v.as_array()
         .map(|a| {
             a.iter()

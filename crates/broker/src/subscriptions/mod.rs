@@ -305,18 +305,7 @@ fn validate_notification(n: &Map<String, Value>) -> Result<()> {
         }
     }
     if matches!(parsed.scheme(), "mqtt" | "mqtts") {
-        let info: Vec<(String, String)> = ep
-            .get("notifierInfo")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|p| {
-                Some((
-                    p["key"].as_str()?.to_string(),
-                    p["value"].as_str()?.to_string(),
-                ))
-            })
-            .collect();
+        let info = matching::key_value_pairs(ep.get("notifierInfo").unwrap_or(&Value::Null));
         mqtt::endpoint(uri, &info).map_err(|e| bad(format!("notification.endpoint: {e}")))?;
     }
     Ok(())
