@@ -1204,6 +1204,88 @@ async fn transient_parts_vanish_when_due() {
     problem(r, 404).await;
 }
 
+/// A merge fragment's `expiresAt` makes a durable entity transient (§5.6.17, §4.22), one already past removes
+/// it at once, and NGSI-LD Null makes it durable again; the same through a batch merge.
+#[tokio::test]
+async fn merge_sets_and_clears_expires_at() {
+    let s = TestServer::start().await;
+    for n in 1..=3 {
+        s.create(
+            &json!({"id": format!("urn:ngsi-ld:Building:x{n}"), "type": "Building",
+                "name": {"type": "Property", "value": "durable"}}),
+            None,
+        )
+        .await;
+    }
+    let merge = |id: &'static str, exp: Value| {
+        let s = &s;
+        async move {
+            s.send(
+                Method::PATCH,
+                &format!("/entities/{id}"),
+                &json!({"id": id, "type": "Building", "expiresAt": exp}),
+                None,
+            )
+            .await
+            .status()
+        }
+    };
+    let soon = misto_ngsild::validate::format_datetime(
+        jiff::Timestamp::now() + jiff::SignedDuration::from_millis(800),
+    );
+    assert_eq!(merge("urn:ngsi-ld:Building:x1", json!(soon)).await, 204);
+    assert_eq!(merge("urn:ngsi-ld:Building:x2", json!(soon)).await, 204);
+    assert_eq!(
+        merge("urn:ngsi-ld:Building:x2", json!("urn:ngsi-ld:null")).await,
+        204
+    );
+    let sys = s
+        .get_json("/entities/urn:ngsi-ld:Building:x1?options=sysAttrs", None)
+        .await;
+    assert_eq!(sys["expiresAt"], soon.as_str());
+    assert_eq!(
+        sys["name"]["value"], "durable",
+        "the merge kept the attributes"
+    );
+    // Already past: gone now, not at the next sweep.
+    assert_eq!(
+        merge("urn:ngsi-ld:Building:x3", json!("2020-01-01T00:00:00Z")).await,
+        204
+    );
+    problem(s.get("/entities/urn:ngsi-ld:Building:x3", None).await, 404).await;
+    problem(
+        s.send(
+            Method::PATCH,
+            "/entities/urn:ngsi-ld:Building:x2",
+            &json!({"expiresAt": "tomorrow"}),
+            None,
+        )
+        .await,
+        400,
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    problem(s.get("/entities/urn:ngsi-ld:Building:x1", None).await, 404).await;
+    assert_eq!(
+        s.get("/entities/urn:ngsi-ld:Building:x2", None)
+            .await
+            .status(),
+        200,
+        "NGSI-LD Null made it durable again"
+    );
+    let r = s
+        .send(
+            Method::POST,
+            "/entityOperations/merge",
+            &json!([{"id": "urn:ngsi-ld:Building:x2", "type": "Building",
+                "expiresAt": "2020-01-01T00:00:00Z"}]),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    problem(s.get("/entities/urn:ngsi-ld:Building:x2", None).await, 404).await;
+}
+
 /// A merge patches compound values key by key (RFC 7396, §5.5.12); a partial update replaces them and may not
 /// carry NGSI-LD Nulls inside. `datasetId: @none` is the default instance; a geometry given as JSON text is
 /// stored as the geometry.

@@ -698,6 +698,17 @@ pub fn parse_scope(v: &Value) -> Result<Value> {
     Ok(Value::Array(out))
 }
 
+/// The entity's `expiresAt` as a merge fragment sets it (§5.6.17, §4.22): None when the fragment has none,
+/// Some(None) when NGSI-LD Null removes it (the entity becomes durable again), else the new instant.
+pub fn merged_expires(obj: &Map<String, Value>) -> Result<Option<Option<Value>>> {
+    match obj.get("expiresAt") {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(Value::String(s)) if s == NGSI_LD_NULL => Ok(Some(None)),
+        Some(v) => Ok(Some(Some(parse_expires(v)?))),
+    }
+}
+
 fn parse_expires(v: &Value) -> Result<Value> {
     let s = match v {
         Value::String(s) => s.as_str(),
