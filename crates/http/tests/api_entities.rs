@@ -1204,6 +1204,39 @@ async fn transient_parts_vanish_when_due() {
     problem(r, 404).await;
 }
 
+/// A client preferring an earlier NGSI-LD version (`Prefer: ngsi-ld=1.5`, §4.3.6.8) gets later attribute kinds
+/// reformatted as Property or Relationship, answered 203 when altered, with the preference applied.
+#[tokio::test]
+async fn prefer_earlier_version_reformats_later_kinds() {
+    let s = TestServer::start().await;
+    s.create(
+        &json!({"id": "urn:ngsi-ld:Building:v1", "type": "Building",
+            "category": {"type": "VocabProperty", "vocab": "commercial"},
+            "name": {"type": "Property", "value": "tower"}}),
+        None,
+    )
+    .await;
+    let get = |prefer: &'static str| {
+        s.req(Method::GET, "/entities/urn:ngsi-ld:Building:v1")
+            .header("Prefer", prefer)
+            .send()
+    };
+    let r = get("ngsi-ld=1.5").await.unwrap();
+    assert_eq!(r.status(), 203);
+    assert_eq!(r.headers()["preference-applied"], "ngsi-ld=1.5");
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(
+        e["category"],
+        json!({"type": "Property", "value": "commercial"})
+    );
+    assert_eq!(e["name"]["value"], "tower");
+    let r = get("ngsi-ld=1.9").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["preference-applied"], "ngsi-ld=1.9");
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["category"]["type"], "VocabProperty");
+}
+
 /// A merge fragment's `expiresAt` makes a durable entity transient (§5.6.17, §4.22), one already past removes
 /// it at once, and NGSI-LD Null makes it durable again; the same through a batch merge.
 #[tokio::test]
