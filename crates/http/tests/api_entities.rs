@@ -1553,7 +1553,8 @@ async fn simplified_forms_per_attribute_kind() {
                   {"type": "Property", "value": 11, "datasetId": "urn:ngsi-ld:Dataset:gps"}],
         "street": {"type": "JsonProperty", "json": {"a": 1}},
         "category": {"type": "VocabProperty", "vocab": "nonCommercial"},
-        "route": {"type": "ListRelationship", "objectList": ["urn:ngsi-ld:Road:1"]}
+        "route": {"type": "ListRelationship",
+                  "objectList": ["urn:ngsi-ld:Road:1", {"object": "urn:ngsi-ld:Road:2"}]}
     });
     s.create(&e, None).await;
     s.create(
@@ -1566,7 +1567,16 @@ async fn simplified_forms_per_attribute_kind() {
         .await;
     assert_eq!(kv["street"], json!({"json": {"a": 1}}));
     assert_eq!(kv["category"], json!({"vocab": "nonCommercial"}));
-    assert_eq!(kv["route"], json!(["urn:ngsi-ld:Road:1"]));
+    assert_eq!(
+        kv["route"],
+        json!(["urn:ngsi-ld:Road:1", "urn:ngsi-ld:Road:2"])
+    );
+    // Normalized, every objectList entry is an {"object": URI} object (§4.5.22), whichever form came in.
+    let n = s.get_json("/entities/urn:ngsi-ld:Vehicle:kv1", None).await;
+    assert_eq!(
+        n["route"]["objectList"],
+        json!([{"object": "urn:ngsi-ld:Road:1"}, {"object": "urn:ngsi-ld:Road:2"}])
+    );
     assert_eq!(
         kv["speed"],
         json!({"dataset": {"@none": 55, "urn:ngsi-ld:Dataset:gps": 11}})

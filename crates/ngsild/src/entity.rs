@@ -5,7 +5,7 @@
 //! ARRAY of instances (one per `datasetId`). Each instance keeps its NGSI-LD members (`type`, `value`,
 //! `object`, `observedAt`, …) and carries its sub-attributes as single objects under their expanded IRIs.
 
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use crate::context::Context;
 use crate::error::{NgsiError, Result};
@@ -610,7 +610,16 @@ impl<'a> Parser<'a> {
                             return Err(bad("a ListRelationship's objectList must hold URIs"));
                         }
                     }
-                    Ok(val.clone())
+                    // Stored (and shown normalized) as {"object": URI} entries, whichever form came in
+                    // (§4.5.22.2).
+                    Ok(Value::Array(
+                        a.iter()
+                            .map(|item| match item {
+                                Value::String(_) => json!({ "object": item }),
+                                other => other.clone(),
+                            })
+                            .collect(),
+                    ))
                 }
                 _ => Err(bad("a ListRelationship's objectList must be an array")),
             },
