@@ -412,6 +412,15 @@ fn corpus() -> Vec<Case> {
             404,
             "ResourceNotFound",
         ),
+        // A name in the form of a JSON-LD keyword is no attribute name.
+        case(
+            Method::PUT,
+            "/entities/urn:ngsi-ld:T:1/attrs/@invalid",
+            JSON,
+            Some(r#"{"type": "Property", "value": 1}"#),
+            400,
+            "BadRequestData",
+        ),
         delete(
             "/entities/urn:ngsi-ld:T:1/attrs/p?datasetId=not%20a%20uri",
             400,
