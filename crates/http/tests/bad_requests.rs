@@ -508,6 +508,9 @@ fn corpus() -> Vec<Case> {
             "InvalidRequest",
         ),
         get("/types?invalidParams=invalidValue", 400, "InvalidRequest"),
+        get("/attributes?limit=5", 400, "InvalidRequest"),
+        get("/types/T?details=true", 400, "InvalidRequest"),
+        get("/subscriptions?invalidParams=invalidValue", 400, "InvalidRequest"),
         delete("/entities?attrs=createdAt", 400, "BadRequestData"),
         delete(
             "/entities?type=T&attrs=owner%7Bname%7D",
