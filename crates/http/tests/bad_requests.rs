@@ -439,6 +439,16 @@ fn corpus() -> Vec<Case> {
             400,
             "BadRequestData",
         ),
+        // JSON null is no NGSI-LD Null (JSON-LD expansion drops it): a merged Property would have no value.
+        case(
+            Method::PATCH,
+            "/entities/urn:ngsi-ld:T:1",
+            JSON,
+            Some(r#"{"p": {"type": "Property", "value": null}}"#),
+            400,
+            "BadRequestData",
+        ),
+
         case(
             Method::PUT,
             "/entities/urn:ngsi-ld:T:1",
@@ -855,6 +865,21 @@ async fn batch_items_fail_one_by_one_with_problems() {
     assert!(errors
         .iter()
         .any(|e| e["error"]["detail"].as_str().unwrap().contains("longitude")));
+    // A JSON null value in a merge is no deletion: the item fails with BadRequestData, the entity stays.
+    let r = s
+        .send(
+            Method::POST,
+            "/entityOperations/merge",
+            &json!([{"id": "urn:ngsi-ld:T:ok", "type": "T", "p": {"type": "Property", "value": null}}]),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 207);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        v["errors"][0]["error"]["type"],
+        "https://uri.etsi.org/ngsi-ld/errors/BadRequestData"
+    );
 }
 
 #[tokio::test]

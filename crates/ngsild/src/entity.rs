@@ -352,11 +352,10 @@ impl<'a> Parser<'a> {
                     "attribute '{name}' of type {kind} has no '{member}' member"
                 )))
             }
-            Some(Value::Null) if !self.allow_null => {
-                return Err(NgsiError::bad_data(format!(
-                    "attribute '{name}' has a null '{member}'"
-                )))
-            }
+            // JSON null is not NGSI-LD Null: JSON-LD expansion removes it, leaving no value (§5.2.1).
+            Some(Value::Null) => return Err(NgsiError::bad_data(format!(
+                "attribute '{name}' has a null '{member}' (NGSI-LD Null is \"urn:ngsi-ld:null\")"
+            ))),
             Some(Value::String(s)) if s == NGSI_LD_NULL => {
                 if self.allow_null {
                     Value::String(s.clone())
@@ -366,7 +365,6 @@ impl<'a> Parser<'a> {
                     )));
                 }
             }
-            Some(Value::Null) => Value::String(NGSI_LD_NULL.into()),
             Some(val) => {
                 if kind == "Property" && !self.merge && nested_null(val) {
                     return Err(NgsiError::bad_data(format!(
