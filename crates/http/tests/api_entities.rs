@@ -1709,6 +1709,18 @@ async fn format_precedence_and_empty_projections() {
         404,
     )
     .await;
+    // In a query, an entity the projection leaves nothing of is left out of the answer.
+    let mut other = station(2, 30.52, 50.45, 3.0);
+    other.as_object_mut().map(|o| o.remove("name"));
+    s.create(&other, Some(ENV_CONTEXT)).await;
+    let list = s
+        .get_json(
+            "/entities?type=AirQualityObserved&pick=name",
+            Some(ENV_CONTEXT),
+        )
+        .await;
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert!(list[0].get("name").is_some());
 }
 
 /// Purge with `drop` removes the named attributes, with `keep` all others; the entities stay (V1.9 §5.6.21).

@@ -353,9 +353,11 @@ impl<'a> Parser<'a> {
                 )))
             }
             // JSON null is not NGSI-LD Null: JSON-LD expansion removes it, leaving no value (§5.2.1).
-            Some(Value::Null) => return Err(NgsiError::bad_data(format!(
+            Some(Value::Null) => {
+                return Err(NgsiError::bad_data(format!(
                 "attribute '{name}' has a null '{member}' (NGSI-LD Null is \"urn:ngsi-ld:null\")"
-            ))),
+            )))
+            }
             Some(Value::String(s)) if s == NGSI_LD_NULL => {
                 if self.allow_null {
                     Value::String(s.clone())
