@@ -1757,3 +1757,35 @@ async fn purge_keep_and_drop_attributes() {
     let members: Vec<&String> = e.as_object().unwrap().keys().collect();
     assert_eq!(members, ["id", "type", "pm25"]);
 }
+
+/// The ngsildproof Property (§4.5.2.2): its proof value is an object, entityIdSealed and entityTypeSealed are
+/// bare strings kept as they are (the type compacted back), and they are refused on any other attribute.
+#[tokio::test]
+async fn ngsildproof_and_sealed_members() {
+    let s = TestServer::start().await;
+    let id = "urn:ngsi-ld:Vehicle:p1";
+    let proof = json!({"type": "DataIntegrityProof", "cryptosuite": "eddsa-rdfc-2022",
+        "proofPurpose": "assertionMethod", "proofValue": "zQeVbY4"});
+    s.create(
+        &json!({"id": id, "type": "Vehicle", "speed": {"type": "Property", "value": 5},
+            "ngsildproof": {"type": "Property", "value": proof,
+                "entityIdSealed": id, "entityTypeSealed": "Vehicle"}}),
+        None,
+    )
+    .await;
+    let e = s.get_json(&format!("/entities/{id}"), None).await;
+    assert_eq!(e["ngsildproof"]["entityIdSealed"], id);
+    assert_eq!(e["ngsildproof"]["entityTypeSealed"], "Vehicle");
+    assert_eq!(e["ngsildproof"]["value"], proof);
+    for bad in [
+        json!({"id": "urn:ngsi-ld:Vehicle:p2", "type": "Vehicle",
+            "speed": {"type": "Property", "value": 1, "entityIdSealed": "urn:ngsi-ld:Vehicle:p2"}}),
+        json!({"id": "urn:ngsi-ld:Vehicle:p2", "type": "Vehicle",
+            "ngsildproof": {"type": "Property", "value": "not-a-proof-object"}}),
+        json!({"id": "urn:ngsi-ld:Vehicle:p2", "type": "Vehicle",
+            "ngsildproof": {"type": "Property", "value": {"type": "DataIntegrityProof"}, "entityTypeSealed": 42}}),
+    ] {
+        problem(s.send(Method::POST, "/entities", &bad, None).await, 400).await;
+    }
+    problem(s.get("/entities/urn:ngsi-ld:Vehicle:p2", None).await, 404).await;
+}

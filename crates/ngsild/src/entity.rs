@@ -52,7 +52,12 @@ pub const INSTANCE_MEMBERS: &[&str] = &[
     "previousValueList",
     "previousObjectList",
     "expiresAt",
+    "entityIdSealed",
+    "entityTypeSealed",
 ];
+
+/// The Property carrying a W3C Data Integrity proof of the entity (§4.5.2.2).
+pub const NGSILD_PROOF: &str = "https://uri.etsi.org/ngsi-ld/ngsildproof";
 
 /// Attributes the core context defines as GeoProperties.
 const CORE_GEO_PROPERTIES: &[&str] = &[
@@ -476,6 +481,25 @@ impl<'a> Parser<'a> {
                 "expiresAt" => {
                     out.insert("expiresAt".into(), parse_expires(sub)?);
                 }
+                // §4.5.2.2: non-reified members of ngsildproof only, and strings (the type is a type name).
+                k @ ("entityIdSealed" | "entityTypeSealed") => {
+                    if depth > 0 || !self.is_proof(name) {
+                        return Err(NgsiError::bad_data(format!(
+                            "attribute '{name}': {k} is only allowed in the ngsildproof Property"
+                        )));
+                    }
+                    let Some(text) = sub.as_str() else {
+                        return Err(NgsiError::bad_data(format!(
+                            "attribute '{name}': {k} must be a string"
+                        )));
+                    };
+                    let v = if k == "entityTypeSealed" {
+                        self.ctx.expand(text)
+                    } else {
+                        text.to_string()
+                    };
+                    out.insert(k.into(), Value::String(v));
+                }
                 k if SYSTEM_MEMBERS.contains(&k) || k.starts_with("previous") => {}
                 "@context" if depth > 0 => {
                     return Err(NgsiError::bad_data(format!(
@@ -501,8 +525,24 @@ impl<'a> Parser<'a> {
                 }
             }
         }
+        // §4.5.2.2: the value of ngsildproof is the proof structure, an object.
+        if depth == 0 && self.is_proof(name) {
+            if let Some(v) = out.get("value") {
+                if !v.is_object() && v.as_str() != Some(NGSI_LD_NULL) {
+                    return Err(NgsiError::bad_data(format!(
+                        "attribute '{name}': the value of ngsildproof must be a proof object"
+                    )));
+                }
+            }
+        }
         self.stamp(&mut out);
         Ok(out)
+    }
+
+    /// Whether an attribute is the ngsildproof Property: the V1.9 core term, also under contexts built on an
+    /// earlier core context that does not define it (§4.5.2.2 names the Property by that term).
+    fn is_proof(&self, name: &str) -> bool {
+        name == "ngsildproof" || self.ctx.expand(name) == NGSILD_PROOF
     }
 
     fn stamp(&self, m: &mut Map<String, Value>) {

@@ -309,6 +309,12 @@ fn render_instance(i: &Value, ctx: &Context, opts: &RenderOptions, in_array: boo
     if let Some(ot) = obj.get("objectType") {
         out.insert("objectType".into(), compact_vocab(ot, ctx));
     }
+    if let Some(id) = obj.get("entityIdSealed") {
+        out.insert("entityIdSealed".into(), id.clone());
+    }
+    if let Some(t) = obj.get("entityTypeSealed") {
+        out.insert("entityTypeSealed".into(), compact_vocab(t, ctx));
+    }
     if opts.sys_attrs {
         for k in ["createdAt", "modifiedAt", "expiresAt"] {
             if let Some(v) = obj.get(k) {
