@@ -47,6 +47,8 @@ pub struct EntityQueryParams {
     /// (Point when not given).
     pub order_from: Option<String>,
     pub order_geometry: Option<String>,
+    /// `expandValues`: attributes whose values in `q` are expanded with the @context like vocab terms.
+    pub expand_values: Option<Vec<String>>,
 }
 
 /// A page of entities and the total if asked.
@@ -152,10 +154,13 @@ pub fn q_link_depth(q: &str) -> usize {
     misto_query::q::parse(q).map_or(0, |e| e.link_depth())
 }
 
-/// `q` parsed, with its names expanded in `ctx`.
-fn parse_q(q: &str, ctx: &Context) -> Result<QExpr> {
+/// `q` parsed, with its names expanded in `ctx`, and the values of the `expandValues` attributes too.
+fn parse_q(q: &str, ctx: &Context, expand_values: Option<&[String]>) -> Result<QExpr> {
     let mut expr: QExpr =
         misto_query::q::parse(q).map_err(|e| NgsiError::bad_data(format!("q: {e}")))?;
+    if let Some(attrs) = expand_values {
+        expr.map_values(attrs, &mut |v: &str| ctx.expand(v));
+    }
     expr.map_attribute_names(&mut |n: &str| ctx.expand(n));
     Ok(expr)
 }
@@ -242,7 +247,11 @@ pub fn compile_with(
     }
     let expr = match prepared_q {
         Some(e) => Some(e),
-        None => p.q.as_deref().map(|q| parse_q(q, ctx)).transpose()?,
+        None => {
+            p.q.as_deref()
+                .map(|q| parse_q(q, ctx, p.expand_values.as_deref()))
+                .transpose()?
+        }
     };
     if let Some(expr) = expr {
         note(&mut reads, &expr.attribute_names());
@@ -350,7 +359,7 @@ impl Broker {
         p: &EntityQueryParams,
     ) -> Result<Option<QExpr>> {
         let Some(q) = &p.q else { return Ok(None) };
-        let mut expr = parse_q(q, ctx)?;
+        let mut expr = parse_q(q, ctx, p.expand_values.as_deref())?;
         loop {
             let pending = expr.pending_links();
             if pending.is_empty() {

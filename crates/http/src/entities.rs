@@ -194,6 +194,7 @@ pub(crate) fn query_params(p: &Params) -> Result<EntityQueryParams, NgsiError> {
         collation: p.non_empty("collation")?.map(str::to_string),
         order_from: p.non_empty("orderFrom")?.map(str::to_string),
         order_geometry: None,
+        expand_values: p.list("expandValues")?,
     })
 }
 

@@ -1789,3 +1789,31 @@ async fn ngsildproof_and_sealed_members() {
     }
     problem(s.get("/entities/urn:ngsi-ld:Vehicle:p2", None).await, 404).await;
 }
+
+/// `expandValues` (§4.9 EXAMPLE 12): the q values of the named attributes are expanded with the @context, so
+/// a short vocab term matches the IRI a VocabProperty holds; without it the literal is compared as it is.
+#[tokio::test]
+async fn expand_values_in_q() {
+    let s = TestServer::start().await;
+    s.create(
+        &json!({"id": "urn:ngsi-ld:Building:e1", "type": "Building",
+            "category": {"type": "VocabProperty", "vocab": "commercial"}}),
+        None,
+    )
+    .await;
+    let count = |q: &'static str| {
+        let s = &s;
+        async move {
+            s.get_json(&format!("/entities?type=Building&{q}"), None)
+                .await
+                .as_array()
+                .map_or(0, Vec::len)
+        }
+    };
+    assert_eq!(count("q=category==commercial").await, 0);
+    assert_eq!(
+        count("q=category==commercial&expandValues=category").await,
+        1
+    );
+    assert_eq!(count("q=category==other&expandValues=category").await, 0);
+}

@@ -910,6 +910,31 @@ impl QExpr {
         }
     }
 
+    /// Replace the string values compared with the attributes `attrs` (named as in the query, before
+    /// [`QExpr::map_attribute_names`]) by `f` of them: `expandValues` (§4.9, EXAMPLE 12).
+    pub fn map_values(&mut self, attrs: &[String], f: &mut dyn FnMut(&str) -> String) {
+        match self {
+            QExpr::And(v) | QExpr::Or(v) => v.iter_mut().for_each(|e| e.map_values(attrs, f)),
+            QExpr::Term(QTerm::Compare(p, _, v)) if attrs.contains(&p.attr) => {
+                let mut lit = |l: &mut Lit| {
+                    if let Lit::Str(s) | Lit::Bare(s) = l {
+                        *s = f(s);
+                    }
+                };
+                match v {
+                    QValue::One(l) => lit(l),
+                    QValue::List(ls) => ls.iter_mut().for_each(lit),
+                    QValue::Range(a, b) => {
+                        lit(a);
+                        lit(b);
+                    }
+                    QValue::Pattern(..) => {}
+                }
+            }
+            QExpr::Term(_) => {}
+        }
+    }
+
     /// The top-level attribute names the query refers to, each once, in order of appearance (entity members
     /// such as `id` are not attributes and are left out).
     pub fn attribute_names(&self) -> Vec<&str> {

@@ -457,3 +457,17 @@ fn ordering_operators_on_relationships_never_match() {
     assert!(!m("owner<=\"urn:z\""));
     assert!(!m("rels>\"urn:0\""));
 }
+
+#[test]
+fn expand_values_maps_the_named_attributes_only() {
+    let mut e = q("cat==Big;name==Big");
+    e.map_values(&["cat".to_string()], &mut |v| format!("{NS}{v}"));
+    assert!(!e.matches(&entity()), "name is not Big");
+    let mut e = q("cat==Big");
+    assert!(
+        !e.matches(&entity()),
+        "the short term alone does not match the IRI"
+    );
+    e.map_values(&["cat".to_string()], &mut |v| format!("{NS}{v}"));
+    assert!(e.matches(&entity()));
+}
