@@ -277,6 +277,82 @@ async fn retrying_modifications(s: Arc<dyn EntityStore>) {
     assert!(s.types("").await.unwrap().is_empty());
 }
 
+/// A closure that creates the entity with counter 1 or adds one to its counter.
+fn bump() -> RetryFn {
+    Arc::new(|cur: Option<&Entity>| {
+        let n = cur
+            .and_then(|e| e.get("n"))
+            .and_then(|l| l[0]["value"].as_i64())
+            .unwrap_or(0);
+        let mut e = cur
+            .cloned()
+            .unwrap_or_else(|| entity("urn:b:x", "T", json!({})));
+        e.insert("n".into(), json!([{"type": "Property", "value": n + 1}]));
+        Ok(Change::Put(e))
+    })
+}
+
+async fn retrying_batches(s: Arc<dyn EntityStore>) {
+    // One entity twice in a batch: the second operation sees the first one's result.
+    let out = s
+        .modify_many_retrying(
+            "",
+            vec![("urn:b:x".into(), bump()), ("urn:b:x".into(), bump())],
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(out[0].as_ref().unwrap().before.is_none());
+    assert_eq!(
+        out[1].as_ref().unwrap().before.as_ref().unwrap()["n"][0]["value"],
+        1
+    );
+    let missing: RetryFn = Arc::new(|cur: Option<&Entity>| {
+        cur.cloned()
+            .map(Change::Put)
+            .ok_or_else(|| NgsiError::not_found("none"))
+    });
+    let out = s
+        .modify_many_retrying(
+            "",
+            vec![("urn:b:none".into(), missing), ("urn:b:x".into(), bump())],
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(out[0].is_err(), "a closure error is that item's outcome");
+    assert!(out[1].is_ok(), "and does not stop the others");
+    // Batches racing with single updates of the same entity lose nothing.
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                let ops = (0..3).map(|_| ("urn:b:x".to_string(), bump())).collect();
+                for r in s.modify_many_retrying("", ops, None).await.unwrap() {
+                    r.unwrap();
+                }
+            } else {
+                s.modify_retrying("", "urn:b:x", bump(), None)
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let e = s.get("", "urn:b:x").await.unwrap().unwrap();
+    assert_eq!(
+        e["n"][0]["value"],
+        3 + 10 * 3 + 10,
+        "every increment is there"
+    );
+    let t = s.types("").await.unwrap();
+    assert_eq!(t.iter().find(|x| x.type_iri == "T").unwrap().count, 1);
+}
+
 async fn delete_and_counts(s: &dyn EntityStore) {
     put_all(s, "", vec![
         entity("urn:d:1", "T", json!({"a": [{"type": "Property", "value": 1}], "r": [{"type": "Relationship", "object": "urn:x"}]})),
@@ -1141,6 +1217,7 @@ async fn run(name: &str, s: Arc<dyn EntityStore>) {
         "subscriptions" => subscriptions(s.as_ref()).await,
         "journal_and_outbox" => journal_and_outbox(s.as_ref()).await,
         "retrying_modifications" => retrying_modifications(s).await,
+        "retrying_batches" => retrying_batches(s).await,
         "temporal" => temporal(s.as_ref()).await,
         other => panic!("unknown test {other}"),
     }
@@ -1159,5 +1236,6 @@ suite!(
     subscriptions,
     journal_and_outbox,
     retrying_modifications,
+    retrying_batches,
     temporal
 );
