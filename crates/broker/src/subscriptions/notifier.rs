@@ -9,7 +9,7 @@
 //!   backoff until it succeeds or is older than the configured maximum age, when it is recorded as failed.
 //! - The **periodic loop** sends `timeInterval` subscriptions their matching entities.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,31 @@ type Key = (String, String);
 /// Notifications one delivery task sends in a row for its subscription before it gives its slot up.
 const CHAIN: usize = 64;
 
+/// How often the delivery loop reads the heads of the whole outbox (retries that came due, notifications
+/// stored by other nodes or before a restart).
+const OUTBOX_SCAN: Duration = Duration::from_millis(250);
+
+/// Keys in first-come order, each at most once.
+#[derive(Default)]
+struct ReadyQueue {
+    order: VecDeque<Key>,
+    queued: HashSet<Key>,
+}
+
+impl ReadyQueue {
+    fn push(&mut self, k: Key) {
+        if self.queued.insert(k.clone()) {
+            self.order.push_back(k);
+        }
+    }
+
+    fn pop(&mut self) -> Option<Key> {
+        let k = self.order.pop_front()?;
+        self.queued.remove(&k);
+        Some(k)
+    }
+}
+
 /// Subscriptions in force, compiled, and the delivery state of this process.
 pub struct Notifier {
     pub config: NotifierConfig,
@@ -57,6 +82,10 @@ pub struct Notifier {
     journal_wake: Notify,
     delivery_wake: Notify,
     in_flight: Mutex<HashSet<Key>>,
+    /// Subscriptions this process's journal pass gave a notification, in that order: the delivery loop starts
+    /// them without a pass over the whole outbox (which runs only every [`OUTBOX_SCAN`], for retries and the
+    /// rest).
+    ready: Mutex<ReadyQueue>,
     /// When each subscription was last notified by this process (throttling, timeInterval).
     last_sent: Mutex<HashMap<Key, Instant>>,
     http: reqwest::Client,
@@ -82,6 +111,7 @@ impl Notifier {
             journal_wake: Notify::new(),
             delivery_wake: Notify::new(),
             in_flight: Mutex::new(HashSet::new()),
+            ready: Mutex::new(ReadyQueue::default()),
             last_sent: Mutex::new(HashMap::new()),
             http,
             mqtt: mqtt::MqttClients::default(),
@@ -226,12 +256,21 @@ impl Notifier {
             }
         }
         let n = out.len();
+        let keys: Vec<Key> = out
+            .iter()
+            .map(|o| key(&o.tenant, &o.subscription_id))
+            .collect();
         broker
             .store
             .journal_commit(entries.iter().map(|e| e.seq).collect(), out)
             .await?;
         metrics::counter!("misto_notifications_due_total").increment(n as u64);
         if n > 0 {
+            if let Ok(mut r) = self.ready.lock() {
+                for k in keys {
+                    r.push(k);
+                }
+            }
             self.delivery_wake.notify_one();
         }
         Ok(entries.len())
@@ -296,7 +335,69 @@ impl Notifier {
         }
     }
 
-    /// Start the due notifications that are not in flight; returns how many started.
+    /// Start delivery tasks for the subscriptions the journal pass made ready, as far as slots allow. A
+    /// subscription in flight stays queued: its task may have looked for its next notification before the
+    /// new one was stored.
+    fn start_ready(self: &Arc<Self>, broker: &Broker) {
+        let Ok(mut ready) = self.ready.lock() else {
+            return;
+        };
+        let mut busy = Vec::new();
+        for _ in 0..ready.order.len() {
+            let Some(k) = ready.pop() else { break };
+            let Ok(mut f) = self.in_flight.lock() else {
+                break;
+            };
+            if f.len() >= self.config.concurrency {
+                busy.push(k);
+                break;
+            }
+            if f.contains(&k) {
+                busy.push(k);
+                continue;
+            }
+            f.insert(k.clone());
+            drop(f);
+            self.spawn_delivery(broker, k, None);
+        }
+        // Those that could not start go first next time, in their order.
+        for k in busy.into_iter().rev() {
+            if ready.queued.insert(k.clone()) {
+                ready.order.push_front(k);
+            }
+        }
+    }
+
+    /// A delivery task for subscription `k` (whose slot the caller took): `first`, or its oldest pending
+    /// notification if due, then the next ones while due, up to [`CHAIN`].
+    fn spawn_delivery(
+        self: &Arc<Self>,
+        broker: &Broker,
+        k: Key,
+        first: Option<PendingNotification>,
+    ) {
+        let me = self.clone();
+        let b = broker.clone();
+        tokio::spawn(async move {
+            let mut next = first;
+            for _ in 0..CHAIN {
+                let n = match next.take() {
+                    Some(n) => n,
+                    None => match b.store.outbox_next(&k.0, &k.1).await {
+                        Ok(Some(n)) if n.due_ms <= jiff::Timestamp::now().as_millisecond() => n,
+                        _ => break,
+                    },
+                };
+                me.deliver(&b, n).await;
+            }
+            if let Ok(mut f) = me.in_flight.lock() {
+                f.remove(&k);
+            }
+            me.delivery_wake.notify_one();
+        });
+    }
+
+    /// Start the due notifications of the whole outbox that are not in flight; returns how many started.
     async fn delivery_pass(self: &Arc<Self>, broker: &Broker) -> usize {
         let now = jiff::Timestamp::now().as_millisecond();
         let heads = match broker
@@ -323,28 +424,9 @@ impl Notifier {
                 f.insert(k.clone());
             }
             started += 1;
-            let me = self.clone();
-            let b = broker.clone();
-            tokio::spawn(async move {
-                // Go on with this subscription's next notification while one is due, without a pass over
-                // the whole outbox per delivery; after a while give the slot up so others get their turn.
-                let mut n = h;
-                for _ in 0..CHAIN {
-                    me.deliver(&b, n).await;
-                    match b.store.outbox_next(&k.0, &k.1).await {
-                        Ok(Some(next))
-                            if next.due_ms <= jiff::Timestamp::now().as_millisecond() =>
-                        {
-                            n = next
-                        }
-                        _ => break,
-                    }
-                }
-                if let Ok(mut f) = me.in_flight.lock() {
-                    f.remove(&k);
-                }
-                me.delivery_wake.notify_one();
-            });
+            // Go on with this subscription's next notification while one is due, without a pass over the
+            // whole outbox per delivery; after a while give the slot up so others get their turn.
+            self.spawn_delivery(broker, k, Some(h));
         }
         started
     }
@@ -521,17 +603,21 @@ impl Notifier {
             };
             // The depth gauge counts the whole outbox: once a second is enough.
             let mut depth_read = Instant::now() - Duration::from_secs(1);
+            let mut scanned = Instant::now() - OUTBOX_SCAN;
             loop {
-                me.delivery_pass(&b).await;
+                me.start_ready(&b);
+                if scanned.elapsed() >= OUTBOX_SCAN {
+                    scanned = Instant::now();
+                    me.delivery_pass(&b).await;
+                }
                 if depth_read.elapsed() >= Duration::from_secs(1) {
                     depth_read = Instant::now();
                     if let Ok(d) = b.store.outbox_depth().await {
                         metrics::gauge!("misto_outbox_depth").set(d as f64);
                     }
                 }
-                let _ =
-                    tokio::time::timeout(Duration::from_millis(250), me.delivery_wake.notified())
-                        .await;
+                let wait = OUTBOX_SCAN.saturating_sub(scanned.elapsed());
+                let _ = tokio::time::timeout(wait, me.delivery_wake.notified()).await;
             }
         })
     }
