@@ -32,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0004_subscriptions.sql"),
     include_str!("../migrations/sqlite/0005_entity_heads.sql"),
     include_str!("../migrations/sqlite/0006_temporal.sql"),
+    include_str!("../migrations/sqlite/0007_cluster.sql"),
 ];
 /// Geo instances indexed per entity (gid = seq * GEO_SLOTS + n).
 const GEO_SLOTS: i64 = 64;
