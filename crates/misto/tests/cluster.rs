@@ -314,8 +314,10 @@ async fn two_nodes_behave_as_one_broker() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "a subscription made on A is visible on B");
-    // Matches nothing yet.
+    // Matches nothing yet. (Changes are matched when the journal is consumed, against the subscription as it
+    // is then: give this one time to be consumed before the update.)
     assert_eq!(set_level(&c, &a.api, "urn:ngsi-ld:Gauge:c1", 1).await, 204);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let (s, _) = send(
         c.patch(format!("{}/subscriptions/{sub}", b.api)),
         json!({"q": "level>=0"}),
@@ -380,7 +382,14 @@ async fn killing_a_node_loses_no_acknowledged_change() {
             while !stop.load(Ordering::Relaxed) {
                 level += 1;
                 let api = &apis[(level as usize + i) % 2];
-                if set_level(&c, api, &e, level).await != 204 {
+                // A request to the killed node fails (refused, reset): not acknowledged.
+                let r = c
+                    .patch(format!("{api}/entities/{e}/attrs"))
+                    .header("Content-Type", "application/json")
+                    .body(json!({"level": {"type": "Property", "value": level}}).to_string())
+                    .send()
+                    .await;
+                if !r.is_ok_and(|r| r.status() == 204) {
                     break;
                 }
                 last.store(level, Ordering::SeqCst);
