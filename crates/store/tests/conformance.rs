@@ -788,7 +788,7 @@ async fn cluster_coordination(s: &dyn EntityStore) {
         .unwrap();
     assert_eq!(got, vec![s3.clone()]);
     assert_eq!(
-        s.lease_claim("A", &[s1.clone()], 1_600, 2_600)
+        s.lease_claim("A", std::slice::from_ref(&s1), 1_600, 2_600)
             .await
             .unwrap(),
         vec![s1.clone()]
@@ -796,7 +796,7 @@ async fn cluster_coordination(s: &dyn EntityStore) {
     assert!(s.lease_renew("A", "t", "urn:s:1", 3_000).await.unwrap());
     // Expired: B takes A's lease over; A's renewal then fails.
     assert_eq!(
-        s.lease_claim("B", &[s1.clone()], 3_000, 4_000)
+        s.lease_claim("B", std::slice::from_ref(&s1), 3_000, 4_000)
             .await
             .unwrap(),
         vec![s1.clone()]
@@ -806,13 +806,13 @@ async fn cluster_coordination(s: &dyn EntityStore) {
     // Releasing someone else's lease does nothing; releasing one's own frees it.
     s.lease_release("A", "t", "urn:s:1").await.unwrap();
     assert!(s
-        .lease_claim("A", &[s1.clone()], 3_100, 6_000)
+        .lease_claim("A", std::slice::from_ref(&s1), 3_100, 6_000)
         .await
         .unwrap()
         .is_empty());
     s.lease_release("B", "t", "urn:s:1").await.unwrap();
     assert_eq!(
-        s.lease_claim("A", &[s1.clone()], 3_100, 6_000)
+        s.lease_claim("A", std::slice::from_ref(&s1), 3_100, 6_000)
             .await
             .unwrap(),
         vec![s1.clone()]
@@ -821,7 +821,7 @@ async fn cluster_coordination(s: &dyn EntityStore) {
     s.delete_subscription("t", "urn:s:2").await.unwrap();
     assert!(s.subscriptions_version().await.unwrap() != v2);
     assert_eq!(
-        s.lease_claim("B", &[s2.clone()], 1_000, 2_000)
+        s.lease_claim("B", std::slice::from_ref(&s2), 1_000, 2_000)
             .await
             .unwrap(),
         vec![s2.clone()]
