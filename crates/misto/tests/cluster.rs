@@ -90,6 +90,21 @@ async fn fresh_database(admin: &str) -> Result<String, String> {
     Ok(format!("{base}/{name}"))
 }
 
+/// Remove the test's database (after its nodes are gone); a failed test leaves it for inspection.
+async fn drop_database(db: &str) {
+    use sqlx::Connection;
+    let admin = std::env::var("MISTO_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let Some((_, name)) = db.rsplit_once('/') else {
+        return;
+    };
+    if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut c)
+            .await;
+    }
+}
+
 /// One `misto serve` node; killed when dropped.
 struct Node {
     child: Child,
@@ -344,6 +359,7 @@ async fn two_nodes_behave_as_one_broker() {
         "a subscription deleted on B notifies nothing on A"
     );
     drop((a, b));
+    drop_database(&db).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -444,5 +460,6 @@ async fn killing_a_node_loses_no_acknowledged_change() {
         missing.len(),
         &missing[..missing.len().min(5)]
     );
-    drop(b);
+    drop((a, b));
+    drop_database(&db).await;
 }
