@@ -558,7 +558,7 @@ impl Broker {
                 "subscription {id} already exists"
             )));
         }
-        self.notifier.reload(self, tenant, &id).await;
+        self.notifier.subscription_changed(self, tenant, &id).await;
         Ok(id)
     }
 
@@ -686,7 +686,7 @@ impl Broker {
         self.store
             .put_subscription(tenant, id, &rec.to_stored(), false)
             .await?;
-        self.notifier.reload(self, tenant, id).await;
+        self.notifier.subscription_changed(self, tenant, id).await;
         Ok(())
     }
 
@@ -697,7 +697,7 @@ impl Broker {
         if !self.store.delete_subscription(tenant, id).await? {
             return Err(NgsiError::not_found(format!("subscription {id} not found")));
         }
-        self.notifier.forget(tenant, id);
+        self.notifier.subscription_changed(self, tenant, id).await;
         Ok(())
     }
 }
