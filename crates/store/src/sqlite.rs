@@ -339,9 +339,11 @@ fn run_group(conn: &mut Connection, group: Vec<WriteMsg>, journal: &Journal) {
             sp.commit()
         } else {
             drop(sp);
+            temporal::forget_names();
             Ok(())
         };
         if let Err(e) = end {
+            temporal::forget_names();
             tracing::error!(error = %e, "savepoint failed");
         }
         done.push(outcome);
@@ -372,6 +374,7 @@ fn run_group(conn: &mut Connection, group: Vec<WriteMsg>, journal: &Journal) {
             }
         }
         Err(e) => {
+            temporal::forget_names();
             let msg = format!("commit failed: {e}");
             tracing::error!("{msg}");
             for d in done {

@@ -22,8 +22,29 @@ fn column(p: TimeProperty) -> &'static str {
     }
 }
 
+thread_local! {
+    /// Name numbers the writer has read or given (names are never deleted). Only the writer thread fills it;
+    /// it is emptied whenever the writer rolls work back ([`forget_names`]), which may undo a number it gave.
+    static NAMES: std::cell::RefCell<HashMap<(String, String), i64>> = std::cell::RefCell::new(HashMap::new());
+}
+
+/// The writer rolled something back: name numbers given since the last commit may not exist.
+pub(super) fn forget_names() {
+    NAMES.with(|n| n.borrow_mut().clear());
+}
+
 /// The number of a name (attribute or type IRI) of the tenant, given one on first use.
 fn name_id(c: &Connection, tenant: &str, name: &str) -> Result<i64, StoreError> {
+    let key = (tenant.to_string(), name.to_string());
+    if let Some(nid) = NAMES.with(|n| n.borrow().get(&key).copied()) {
+        return Ok(nid);
+    }
+    let nid = lookup_or_give_name(c, tenant, name)?;
+    NAMES.with(|n| n.borrow_mut().insert(key, nid));
+    Ok(nid)
+}
+
+fn lookup_or_give_name(c: &Connection, tenant: &str, name: &str) -> Result<i64, StoreError> {
     let found: Option<i64> = c
         .prepare_cached("SELECT nid FROM temporal_names WHERE tenant = ?1 AND name = ?2")?
         .query_row(params![tenant, name], |r| r.get(0))
@@ -80,23 +101,27 @@ fn write_types(
     Ok(eid)
 }
 
-/// The series number of (entity, attribute, datasetId), created on first use.
+/// The series number of (entity, attribute, datasetId), created on first use (`fresh`: the entity's history
+/// begins now, so it has no series yet).
 fn series_id(
     c: &Connection,
     tenant: &str,
     eid: i64,
+    fresh: bool,
     attr: &str,
     dataset: &str,
 ) -> Result<i64, StoreError> {
     let aid = name_id(c, tenant, attr)?;
-    let found: Option<i64> = c
-        .prepare_cached(
-            "SELECT sid FROM temporal_series WHERE eid = ?1 AND aid = ?2 AND dataset = ?3",
-        )?
-        .query_row(params![eid, aid, dataset], |r| r.get(0))
-        .optional()?;
-    if let Some(sid) = found {
-        return Ok(sid);
+    if !fresh {
+        let found: Option<i64> = c
+            .prepare_cached(
+                "SELECT sid FROM temporal_series WHERE eid = ?1 AND aid = ?2 AND dataset = ?3",
+            )?
+            .query_row(params![eid, aid, dataset], |r| r.get(0))
+            .optional()?;
+        if let Some(sid) = found {
+            return Ok(sid);
+        }
     }
     c.prepare_cached("INSERT INTO temporal_series (eid, aid, dataset) VALUES (?1, ?2, ?3)")?
         .execute(params![eid, aid, dataset])?;
@@ -113,7 +138,9 @@ pub(super) fn record(
     types_changed: bool,
     instances: &[NewInstance],
 ) -> Result<(), StoreError> {
-    let eid = match entity_eid(c, tenant, entity)? {
+    let found = entity_eid(c, tenant, entity)?;
+    let fresh = found.is_none();
+    let eid = match found {
         Some(eid) if !types_changed => eid,
         found => write_types(c, tenant, entity, found, types)?,
     };
@@ -126,7 +153,7 @@ pub(super) fn record(
         let sid = match sids.get(&key) {
             Some(s) => *s,
             None => {
-                let s = series_id(c, tenant, eid, &i.attr, &i.dataset)?;
+                let s = series_id(c, tenant, eid, fresh, &i.attr, &i.dataset)?;
                 sids.insert(key, s);
                 s
             }
