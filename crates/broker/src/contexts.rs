@@ -62,6 +62,9 @@ struct StoredContext {
 pub struct ContextStore {
     docs: RwLock<HashMap<String, StoredContext>>,
     resolved: RwLock<HashMap<String, Context>>,
+    /// Local copies of remote contexts (`--contexts-dir` with a URL mapping): where the broker loads those URLs
+    /// from instead of the network, also after a client deleted the cached document.
+    mirror: RwLock<HashMap<String, Value>>,
     /// Base URL under which hosted contexts are served, e.g. `http://127.0.0.1:8080/ngsi-ld/v1/jsonldContexts/`.
     base_url: RwLock<String>,
     http: reqwest::Client,
@@ -75,6 +78,7 @@ impl ContextStore {
         let store = ContextStore {
             docs: RwLock::new(HashMap::new()),
             resolved: RwLock::new(HashMap::new()),
+            mirror: RwLock::new(HashMap::new()),
             base_url: RwLock::new("http://127.0.0.1:8080/ngsi-ld/v1/jsonldContexts/".into()),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
@@ -178,6 +182,9 @@ impl ContextStore {
                 } else {
                     for u in urls {
                         self.insert(&u, ContextKind::Cached, body.clone());
+                        if let Ok(mut m) = self.mirror.write() {
+                            m.insert(u, body.clone());
+                        }
                     }
                 }
                 n += 1;
@@ -216,6 +223,11 @@ impl ContextStore {
                 format!("the @context at {url} could not be loaded: {why}"),
             )
         };
+        let copy = self.mirror.read().ok().and_then(|m| m.get(url).cloned());
+        if let Some(body) = copy {
+            self.insert(url, ContextKind::Cached, body.clone());
+            return Ok(body);
+        }
         if !self.allow_remote {
             return Err(unavailable("remote contexts are disabled".into()));
         }
@@ -478,3 +490,41 @@ fn info(d: &StoredContext) -> Value {
 }
 
 pub type SharedContexts = Arc<ContextStore>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pre-seeded copy stands in for its URL: deleting the cached document and using the URL again loads
+    /// the copy, without the network.
+    #[tokio::test]
+    async fn seeded_copies_come_back_after_a_delete() {
+        let dir = std::env::temp_dir().join(format!("misto-ctx-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap_or_default();
+        let url = "https://example.org/ctx.jsonld";
+        let _ = std::fs::write(
+            dir.join("ctx.jsonld"),
+            r#"{"@context": {"Thing": "https://example.org/Thing"}}"#,
+        );
+        let _ = std::fs::write(
+            dir.join("remote-contexts.json"),
+            json!({"contexts": {url: "ctx.jsonld"}}).to_string(),
+        );
+        let store = ContextStore::new(false);
+        assert_eq!(store.seed_from_dir(&dir).ok(), Some(1));
+        let _ = std::fs::remove_dir_all(&dir);
+        let source = json!(url);
+        let ctx = store.resolve(Some(&source)).await;
+        assert_eq!(
+            ctx.map(|c| c.expand("Thing")).ok().as_deref(),
+            Some("https://example.org/Thing")
+        );
+        assert!(store.delete("", url, false).await.is_ok());
+        let listed = store.list("", false, Some("Cached")).unwrap_or_default();
+        assert!(!listed.to_string().contains(url), "deleted");
+        let ctx = store.resolve(Some(&source)).await;
+        assert!(ctx.is_ok(), "loaded from the copy again: {ctx:?}");
+        let listed = store.list("", false, Some("Cached")).unwrap_or_default();
+        assert!(listed.to_string().contains(url));
+    }
+}

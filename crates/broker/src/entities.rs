@@ -78,6 +78,19 @@ fn unexpired(f: RetryFn) -> RetryFn {
     })
 }
 
+/// Apply a merge fragment's `expiresAt` (see [`misto_ngsild::entity::merged_expires`]).
+fn set_expires(e: &mut Entity, expires: Option<Option<Value>>) {
+    match expires {
+        None => {}
+        Some(None) => {
+            e.remove("expiresAt");
+        }
+        Some(Some(x)) => {
+            e.insert("expiresAt".into(), x);
+        }
+    }
+}
+
 fn keep_created(new: &mut Entity, old: &Entity) {
     if let Some(c) = old.get("createdAt") {
         new.insert("createdAt".into(), c.clone());
@@ -237,6 +250,7 @@ impl Broker {
             .get("scope")
             .map(misto_ngsild::entity::parse_scope)
             .transpose()?;
+        let expires = misto_ngsild::entity::merged_expires(obj)?;
         let idc = id.to_string();
         self.modify_one(
             tenant,
@@ -244,6 +258,7 @@ impl Broker {
             id,
             std::sync::Arc::new(move |cur: Option<&Entity>| {
                 let mut e = cur.cloned().ok_or_else(|| not_found(&idc))?;
+                set_expires(&mut e, expires.clone());
                 if let Some(types) = &types {
                     let list = e.entry("type").or_insert_with(|| Value::Array(vec![]));
                     if let Value::Array(a) = list {
@@ -690,6 +705,9 @@ impl Broker {
                         if let Some(m) = e.get("modifiedAt") {
                             merged.insert("modifiedAt".into(), m.clone());
                         }
+                        if let Some(x) = e.get("expiresAt") {
+                            merged.insert("expiresAt".into(), x.clone());
+                        }
                         Ok(Change::Put(merged))
                     }
                 });
@@ -792,10 +810,13 @@ impl Broker {
                 })?;
                 entity_id(obj).map_err(|e| (id.clone(), e))?;
                 let attrs = parser.attributes(obj).map_err(|e| (id.clone(), e))?;
+                let expires =
+                    misto_ngsild::entity::merged_expires(obj).map_err(|e| (id.clone(), e))?;
                 let idc = id.clone();
                 let ts = ts.clone();
                 let f: RetryFn = Arc::new(move |cur| {
                     let mut e = cur.cloned().ok_or_else(|| not_found(&idc))?;
+                    set_expires(&mut e, expires.clone());
                     update::merge(&mut e, attrs.clone());
                     e.insert("modifiedAt".into(), Value::String(ts.clone()));
                     Ok(Change::Put(e))

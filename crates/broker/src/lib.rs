@@ -103,9 +103,17 @@ impl Broker {
         }
     }
 
-    /// Remove due transient entities now; returns how many.
+    /// Remove due transient entities now, and the history of transient attributes (their instances carry the
+    /// attribute's `expiresAt`: the storage of the attribute ends there, §4.22); returns how many entities went.
     pub async fn expire_due(&self) -> Result<usize, misto_ngsild::NgsiError> {
         let now = misto_ngsild::validate::now();
+        let instances = self
+            .store
+            .temporal_expire(jiff::Timestamp::now().as_millisecond())
+            .await?;
+        if instances > 0 {
+            tracing::debug!(instances, "transient attribute instances expired");
+        }
         let gone = self.store.expire(&now).await?;
         for (tenant, id) in &gone {
             tracing::debug!(tenant, id, "transient entity expired");

@@ -121,7 +121,7 @@ pub async fn retrieve(
             .into());
         }
     }
-    let body = if accept == Accept::GeoJson {
+    let mut body = if accept == Accept::GeoJson {
         let mut f = render_feature(&e, &ctx, &opts, &geoproperty(&p, &ctx));
         if !crate::negotiate::prefers_plain_json(&headers) {
             f["@context"] = ctx.source();
@@ -147,13 +147,21 @@ pub async fn retrieve(
         ))
         .into());
     }
-    respond(
-        StatusCode::OK,
-        body,
-        &ctx,
-        accept,
-        request::link_for(&s, &ctx),
-    )
+    let (applied, altered) = if accept == Accept::GeoJson {
+        (None, false)
+    } else {
+        crate::negotiate::amend_for_version(&headers, &mut body)
+    };
+    let status = if altered {
+        StatusCode::NON_AUTHORITATIVE_INFORMATION
+    } else {
+        StatusCode::OK
+    };
+    let mut r = respond(status, body, &ctx, accept, request::link_for(&s, &ctx))?;
+    if let Some(v) = applied {
+        r.headers_mut().insert("Preference-Applied", v);
+    }
+    Ok(r)
 }
 
 /// Parse the query parameters of GET /entities (and purge).

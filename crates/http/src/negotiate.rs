@@ -126,6 +126,33 @@ pub fn version_preference(headers: &HeaderMap) -> Option<String> {
         })
 }
 
+/// Amend rendered entities (one, or an array) for the NGSI-LD version the client prefers (§4.3.6.8). Returns
+/// the `Preference-Applied` value (None: no version preference) and whether the payload was altered (then
+/// answered 203 Non-Authoritative Information).
+pub fn amend_for_version(headers: &HeaderMap, body: &mut Value) -> (Option<HeaderValue>, bool) {
+    let Some(pref) = version_preference(headers) else {
+        return (None, false);
+    };
+    let applied = HeaderValue::from_str(&pref).ok();
+    let Some(v) = pref
+        .strip_prefix("ngsi-ld=")
+        .and_then(misto_ngsild::compat::Version::parse)
+    else {
+        return (applied, false);
+    };
+    let mut altered = false;
+    match body {
+        Value::Object(e) => altered = misto_ngsild::compat::downgrade_entity(e, v),
+        Value::Array(items) => {
+            for e in items.iter_mut().filter_map(Value::as_object_mut) {
+                altered |= misto_ngsild::compat::downgrade_entity(e, v);
+            }
+        }
+        _ => {}
+    }
+    (applied, altered)
+}
+
 /// The `@context` URL of a `Link` header with the JSON-LD context relation.
 pub fn link_context(headers: &HeaderMap) -> Result<Option<String>, NgsiError> {
     let mut found = None;

@@ -90,9 +90,13 @@ fn allowed(route: &str, method: &Method) -> Option<&'static [&'static [&'static 
         }
         (r, _) if r.starts_with("/temporal/") => &[&["datasetId", "deleteAll"]],
         (r, _) if r.starts_with("/entityOperations/") => &[&["options", "local"]],
-        ("/types", _) | ("/types/{type}", _) | ("/attributes", _) | ("/attributes/{attr}", _) => {
-            &[&["details", "local", "via", "limit", "offset"]]
-        }
+        // §6.3.20: the lists define details and local (attributes also count), one type or attribute local.
+        ("/types", _) => &[&["details", "local", "via"]],
+        ("/attributes", _) => &[&["details", "local", "count", "via"]],
+        ("/types/{type}", _) | ("/attributes/{attr}", _) => &[&["local", "via"]],
+        ("/subscriptions", "GET") => &[&["limit", "offset", "count", "options", "format"]],
+        ("/subscriptions", _) => &[],
+        ("/subscriptions/{id}", _) => &[&["options", "format"]],
         (r, _) if r.starts_with("/jsonldContexts") => &[&["details", "kind", "reload"]],
         _ => return None,
     };

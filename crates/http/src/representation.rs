@@ -7,7 +7,7 @@ use misto_ngsild::linked::{self, Join, JoinKind};
 use misto_ngsild::projection::{self, Member};
 use misto_ngsild::render::{render_entity, RenderOptions};
 use misto_ngsild::{Context, Entity, NgsiError};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::join::check_reach;
 use crate::params::Params;
@@ -212,10 +212,13 @@ pub(crate) fn render_list(
         Some((j, linked)) if j.kind == JoinKind::Flat => {
             Value::Array(linked::render_flat(entities, ctx, opts, j, linked))
         }
+        // An entity of which a projection leaves nothing is not in the answer (§4.21), as a single retrieval
+        // of it finds nothing.
         _ => Value::Array(
             entities
                 .iter()
                 .map(|e| render_one(e, ctx, opts, joined))
+                .filter(|v| !v.as_object().is_some_and(Map::is_empty))
                 .collect(),
         ),
     }

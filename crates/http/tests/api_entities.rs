@@ -1204,6 +1204,121 @@ async fn transient_parts_vanish_when_due() {
     problem(r, 404).await;
 }
 
+/// A client preferring an earlier NGSI-LD version (`Prefer: ngsi-ld=1.5`, §4.3.6.8) gets later attribute kinds
+/// reformatted as Property or Relationship, answered 203 when altered, with the preference applied.
+#[tokio::test]
+async fn prefer_earlier_version_reformats_later_kinds() {
+    let s = TestServer::start().await;
+    s.create(
+        &json!({"id": "urn:ngsi-ld:Building:v1", "type": "Building",
+            "category": {"type": "VocabProperty", "vocab": "commercial"},
+            "name": {"type": "Property", "value": "tower"}}),
+        None,
+    )
+    .await;
+    let get = |prefer: &'static str| {
+        s.req(Method::GET, "/entities/urn:ngsi-ld:Building:v1")
+            .header("Prefer", prefer)
+            .send()
+    };
+    let r = get("ngsi-ld=1.5").await.unwrap();
+    assert_eq!(r.status(), 203);
+    assert_eq!(r.headers()["preference-applied"], "ngsi-ld=1.5");
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(
+        e["category"],
+        json!({"type": "Property", "value": "commercial"})
+    );
+    assert_eq!(e["name"]["value"], "tower");
+    let r = get("ngsi-ld=1.9").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["preference-applied"], "ngsi-ld=1.9");
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["category"]["type"], "VocabProperty");
+}
+
+/// A merge fragment's `expiresAt` makes a durable entity transient (§5.6.17, §4.22), one already past removes
+/// it at once, and NGSI-LD Null makes it durable again; the same through a batch merge.
+#[tokio::test]
+async fn merge_sets_and_clears_expires_at() {
+    let s = TestServer::start().await;
+    for n in 1..=3 {
+        s.create(
+            &json!({"id": format!("urn:ngsi-ld:Building:x{n}"), "type": "Building",
+                "name": {"type": "Property", "value": "durable"}}),
+            None,
+        )
+        .await;
+    }
+    let merge = |id: &'static str, exp: Value| {
+        let s = &s;
+        async move {
+            s.send(
+                Method::PATCH,
+                &format!("/entities/{id}"),
+                &json!({"id": id, "type": "Building", "expiresAt": exp}),
+                None,
+            )
+            .await
+            .status()
+        }
+    };
+    let soon = misto_ngsild::validate::format_datetime(
+        jiff::Timestamp::now() + jiff::SignedDuration::from_millis(800),
+    );
+    assert_eq!(merge("urn:ngsi-ld:Building:x1", json!(soon)).await, 204);
+    assert_eq!(merge("urn:ngsi-ld:Building:x2", json!(soon)).await, 204);
+    assert_eq!(
+        merge("urn:ngsi-ld:Building:x2", json!("urn:ngsi-ld:null")).await,
+        204
+    );
+    let sys = s
+        .get_json("/entities/urn:ngsi-ld:Building:x1?options=sysAttrs", None)
+        .await;
+    assert_eq!(sys["expiresAt"], soon.as_str());
+    assert_eq!(
+        sys["name"]["value"], "durable",
+        "the merge kept the attributes"
+    );
+    // Already past: gone now, not at the next sweep.
+    assert_eq!(
+        merge("urn:ngsi-ld:Building:x3", json!("2020-01-01T00:00:00Z")).await,
+        204
+    );
+    problem(s.get("/entities/urn:ngsi-ld:Building:x3", None).await, 404).await;
+    problem(
+        s.send(
+            Method::PATCH,
+            "/entities/urn:ngsi-ld:Building:x2",
+            &json!({"expiresAt": "tomorrow"}),
+            None,
+        )
+        .await,
+        400,
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    problem(s.get("/entities/urn:ngsi-ld:Building:x1", None).await, 404).await;
+    assert_eq!(
+        s.get("/entities/urn:ngsi-ld:Building:x2", None)
+            .await
+            .status(),
+        200,
+        "NGSI-LD Null made it durable again"
+    );
+    let r = s
+        .send(
+            Method::POST,
+            "/entityOperations/merge",
+            &json!([{"id": "urn:ngsi-ld:Building:x2", "type": "Building",
+                "expiresAt": "2020-01-01T00:00:00Z"}]),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    problem(s.get("/entities/urn:ngsi-ld:Building:x2", None).await, 404).await;
+}
+
 /// A merge patches compound values key by key (RFC 7396, §5.5.12); a partial update replaces them and may not
 /// carry NGSI-LD Nulls inside. `datasetId: @none` is the default instance; a geometry given as JSON text is
 /// stored as the geometry.
@@ -1438,7 +1553,8 @@ async fn simplified_forms_per_attribute_kind() {
                   {"type": "Property", "value": 11, "datasetId": "urn:ngsi-ld:Dataset:gps"}],
         "street": {"type": "JsonProperty", "json": {"a": 1}},
         "category": {"type": "VocabProperty", "vocab": "nonCommercial"},
-        "route": {"type": "ListRelationship", "objectList": ["urn:ngsi-ld:Road:1"]}
+        "route": {"type": "ListRelationship",
+                  "objectList": ["urn:ngsi-ld:Road:1", {"object": "urn:ngsi-ld:Road:2"}]}
     });
     s.create(&e, None).await;
     s.create(
@@ -1451,7 +1567,16 @@ async fn simplified_forms_per_attribute_kind() {
         .await;
     assert_eq!(kv["street"], json!({"json": {"a": 1}}));
     assert_eq!(kv["category"], json!({"vocab": "nonCommercial"}));
-    assert_eq!(kv["route"], json!(["urn:ngsi-ld:Road:1"]));
+    assert_eq!(
+        kv["route"],
+        json!(["urn:ngsi-ld:Road:1", "urn:ngsi-ld:Road:2"])
+    );
+    // Normalized, every objectList entry is an {"object": URI} object (§4.5.22), whichever form came in.
+    let n = s.get_json("/entities/urn:ngsi-ld:Vehicle:kv1", None).await;
+    assert_eq!(
+        n["route"]["objectList"],
+        json!([{"object": "urn:ngsi-ld:Road:1"}, {"object": "urn:ngsi-ld:Road:2"}])
+    );
     assert_eq!(
         kv["speed"],
         json!({"dataset": {"@none": 55, "urn:ngsi-ld:Dataset:gps": 11}})
@@ -1584,6 +1709,18 @@ async fn format_precedence_and_empty_projections() {
         404,
     )
     .await;
+    // In a query, an entity the projection leaves nothing of is left out of the answer.
+    let mut other = station(2, 30.52, 50.45, 3.0);
+    other.as_object_mut().map(|o| o.remove("name"));
+    s.create(&other, Some(ENV_CONTEXT)).await;
+    let list = s
+        .get_json(
+            "/entities?type=AirQualityObserved&pick=name",
+            Some(ENV_CONTEXT),
+        )
+        .await;
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert!(list[0].get("name").is_some());
 }
 
 /// Purge with `drop` removes the named attributes, with `keep` all others; the entities stay (V1.9 §5.6.21).
@@ -1619,4 +1756,36 @@ async fn purge_keep_and_drop_attributes() {
         .await;
     let members: Vec<&String> = e.as_object().unwrap().keys().collect();
     assert_eq!(members, ["id", "type", "pm25"]);
+}
+
+/// The ngsildproof Property (§4.5.2.2): its proof value is an object, entityIdSealed and entityTypeSealed are
+/// bare strings kept as they are (the type compacted back), and they are refused on any other attribute.
+#[tokio::test]
+async fn ngsildproof_and_sealed_members() {
+    let s = TestServer::start().await;
+    let id = "urn:ngsi-ld:Vehicle:p1";
+    let proof = json!({"type": "DataIntegrityProof", "cryptosuite": "eddsa-rdfc-2022",
+        "proofPurpose": "assertionMethod", "proofValue": "zQeVbY4"});
+    s.create(
+        &json!({"id": id, "type": "Vehicle", "speed": {"type": "Property", "value": 5},
+            "ngsildproof": {"type": "Property", "value": proof,
+                "entityIdSealed": id, "entityTypeSealed": "Vehicle"}}),
+        None,
+    )
+    .await;
+    let e = s.get_json(&format!("/entities/{id}"), None).await;
+    assert_eq!(e["ngsildproof"]["entityIdSealed"], id);
+    assert_eq!(e["ngsildproof"]["entityTypeSealed"], "Vehicle");
+    assert_eq!(e["ngsildproof"]["value"], proof);
+    for bad in [
+        json!({"id": "urn:ngsi-ld:Vehicle:p2", "type": "Vehicle",
+            "speed": {"type": "Property", "value": 1, "entityIdSealed": "urn:ngsi-ld:Vehicle:p2"}}),
+        json!({"id": "urn:ngsi-ld:Vehicle:p2", "type": "Vehicle",
+            "ngsildproof": {"type": "Property", "value": "not-a-proof-object"}}),
+        json!({"id": "urn:ngsi-ld:Vehicle:p2", "type": "Vehicle",
+            "ngsildproof": {"type": "Property", "value": {"type": "DataIntegrityProof"}, "entityTypeSealed": 42}}),
+    ] {
+        problem(s.send(Method::POST, "/entities", &bad, None).await, 400).await;
+    }
+    problem(s.get("/entities/urn:ngsi-ld:Vehicle:p2", None).await, 404).await;
 }

@@ -412,6 +412,15 @@ fn corpus() -> Vec<Case> {
             404,
             "ResourceNotFound",
         ),
+        // A name in the form of a JSON-LD keyword is no attribute name.
+        case(
+            Method::PUT,
+            "/entities/urn:ngsi-ld:T:1/attrs/@invalid",
+            JSON,
+            Some(r#"{"type": "Property", "value": 1}"#),
+            400,
+            "BadRequestData",
+        ),
         delete(
             "/entities/urn:ngsi-ld:T:1/attrs/p?datasetId=not%20a%20uri",
             400,
@@ -430,6 +439,16 @@ fn corpus() -> Vec<Case> {
             400,
             "BadRequestData",
         ),
+        // JSON null is no NGSI-LD Null (JSON-LD expansion drops it): a merged Property would have no value.
+        case(
+            Method::PATCH,
+            "/entities/urn:ngsi-ld:T:1",
+            JSON,
+            Some(r#"{"p": {"type": "Property", "value": null}}"#),
+            400,
+            "BadRequestData",
+        ),
+
         case(
             Method::PUT,
             "/entities/urn:ngsi-ld:T:1",
@@ -499,6 +518,9 @@ fn corpus() -> Vec<Case> {
             "InvalidRequest",
         ),
         get("/types?invalidParams=invalidValue", 400, "InvalidRequest"),
+        get("/attributes?limit=5", 400, "InvalidRequest"),
+        get("/types/T?details=true", 400, "InvalidRequest"),
+        get("/subscriptions?invalidParams=invalidValue", 400, "InvalidRequest"),
         delete("/entities?attrs=createdAt", 400, "BadRequestData"),
         delete(
             "/entities?type=T&attrs=owner%7Bname%7D",
@@ -843,6 +865,21 @@ async fn batch_items_fail_one_by_one_with_problems() {
     assert!(errors
         .iter()
         .any(|e| e["error"]["detail"].as_str().unwrap().contains("longitude")));
+    // A JSON null value in a merge is no deletion: the item fails with BadRequestData, the entity stays.
+    let r = s
+        .send(
+            Method::POST,
+            "/entityOperations/merge",
+            &json!([{"id": "urn:ngsi-ld:T:ok", "type": "T", "p": {"type": "Property", "value": null}}]),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 207);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        v["errors"][0]["error"]["type"],
+        "https://uri.etsi.org/ngsi-ld/errors/BadRequestData"
+    );
 }
 
 #[tokio::test]

@@ -122,3 +122,63 @@ async fn details_and_the_core_context() {
         200
     );
 }
+
+/// A subscription written with a context that is no single URL names the broker's hosted copy of it as its
+/// `jsonldContext` (kind ImplicitlyCreated), which can be served, listed and deleted like any other.
+#[tokio::test]
+async fn subscriptions_with_inline_contexts_get_an_implicit_one() {
+    let s = TestServer::start().await;
+    let inline = json!([{"Sensor": "urn:x:Sensor"}, {"temperature": "urn:x:temperature"}]);
+    let r = s
+        .req(Method::POST, "/subscriptions")
+        .header("Content-Type", "application/ld+json")
+        .body(
+            json!({"id": "urn:ngsi-ld:Subscription:implicit", "type": "Subscription",
+                "entities": [{"type": "Sensor"}],
+                "notification": {"endpoint": {"uri": "http://127.0.0.1:9/none"}},
+                "@context": inline})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let listed = s
+        .get_json("/jsonldContexts?kind=ImplicitlyCreated&details=true", None)
+        .await;
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "created with the subscription: {listed:?}");
+    let url = listed[0]["URL"].as_str().unwrap().to_string();
+    let sub = s
+        .get_json("/subscriptions/urn:ngsi-ld:Subscription:implicit", None)
+        .await;
+    assert_eq!(sub["jsonldContext"], url.as_str());
+    let id = url.rsplit('/').next().unwrap().to_string();
+    let doc = s.get_json(&format!("/jsonldContexts/{id}"), None).await;
+    assert_eq!(doc["@context"], inline);
+    let r = s
+        .req(Method::DELETE, &format!("/jsonldContexts/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    // A subscription written with one context URL needs no copy.
+    let r = s
+        .send(
+            Method::POST,
+            "/subscriptions",
+            &json!({"type": "Subscription", "entities": [{"type": "Sensor"}],
+                "notification": {"endpoint": {"uri": "http://127.0.0.1:9/none"}}}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let subs = s.get_json("/subscriptions", None).await;
+    let plain: Vec<&Value> = subs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["id"] != "urn:ngsi-ld:Subscription:implicit")
+        .collect();
+    assert!(plain[0].get("jsonldContext").is_none(), "{plain:?}");
+}

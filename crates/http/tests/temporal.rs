@@ -429,3 +429,73 @@ async fn long_histories_are_paged() {
         .unwrap()
         .ends_with("/2000"));
 }
+
+/// The instances of a transient attribute carry its `expiresAt`: its history ends with the storage of the
+/// attribute (§4.22), while the history of its durable sibling stays, and setting only the entity's `expiresAt`
+/// records no instance. An expired entity's history outlives it, as a deleted one's does.
+#[tokio::test]
+async fn transient_attribute_history_evaporates() {
+    let s = TestServer::start().await;
+    let soon = misto_ngsild::validate::format_datetime(
+        jiff::Timestamp::now() + jiff::SignedDuration::from_millis(1500),
+    );
+    let id = "urn:ngsi-ld:Building:t1";
+    s.create(
+        &json!({"id": id, "type": "Building",
+            "flash": {"type": "Property", "value": 10, "expiresAt": soon},
+            "steady": {"type": "Property", "value": 100}}),
+        None,
+    )
+    .await;
+    let r = s
+        .send(
+            Method::PATCH,
+            &format!("/entities/{id}/attrs/flash"),
+            &json!({"type": "Property", "value": 11}),
+            None,
+        )
+        .await;
+    assert_eq!(status(r).await, 204);
+    let r = s
+        .send(
+            Method::PATCH,
+            &format!("/entities/{id}"),
+            &json!({"id": id, "type": "Building", "expiresAt": "2100-01-01T00:00:00Z"}),
+            None,
+        )
+        .await;
+    assert_eq!(status(r).await, 204);
+    let path = format!("/temporal/entities/{id}?options=temporalValues");
+    let e = s.get_json(&path, None).await;
+    let values = |e: &Value, a: &str| -> Vec<i64> {
+        e[a]["values"]
+            .as_array()
+            .map(|l| l.iter().filter_map(|v| v[0].as_i64()).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        values(&e, "flash"),
+        vec![10, 11],
+        "the update kept expiresAt"
+    );
+    assert_eq!(
+        values(&e, "steady"),
+        vec![100],
+        "expiresAt alone is no instance"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(2000)).await;
+    let e = s.get_json(&path, None).await;
+    assert!(
+        e.get("flash").is_none(),
+        "the transient history is gone: {e}"
+    );
+    assert_eq!(values(&e, "steady"), vec![100]);
+    let e = s
+        .get_json(
+            &format!("/temporal/entities/{id}?aggrMethods=totalCount&options=aggregatedValues"),
+            None,
+        )
+        .await;
+    assert!(e.get("flash").is_none(), "aggregations skip it too: {e}");
+    assert!(e.get("steady").is_some());
+}

@@ -5,7 +5,7 @@
 //! ARRAY of instances (one per `datasetId`). Each instance keeps its NGSI-LD members (`type`, `value`,
 //! `object`, `observedAt`, …) and carries its sub-attributes as single objects under their expanded IRIs.
 
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use crate::context::Context;
 use crate::error::{NgsiError, Result};
@@ -52,7 +52,12 @@ pub const INSTANCE_MEMBERS: &[&str] = &[
     "previousValueList",
     "previousObjectList",
     "expiresAt",
+    "entityIdSealed",
+    "entityTypeSealed",
 ];
+
+/// The Property carrying a W3C Data Integrity proof of the entity (§4.5.2.2).
+pub const NGSILD_PROOF: &str = "https://uri.etsi.org/ngsi-ld/ngsildproof";
 
 /// Attributes the core context defines as GeoProperties.
 const CORE_GEO_PROPERTIES: &[&str] = &[
@@ -352,10 +357,11 @@ impl<'a> Parser<'a> {
                     "attribute '{name}' of type {kind} has no '{member}' member"
                 )))
             }
-            Some(Value::Null) if !self.allow_null => {
+            // JSON null is not NGSI-LD Null: JSON-LD expansion removes it, leaving no value (§5.2.1).
+            Some(Value::Null) => {
                 return Err(NgsiError::bad_data(format!(
-                    "attribute '{name}' has a null '{member}'"
-                )))
+                "attribute '{name}' has a null '{member}' (NGSI-LD Null is \"urn:ngsi-ld:null\")"
+            )))
             }
             Some(Value::String(s)) if s == NGSI_LD_NULL => {
                 if self.allow_null {
@@ -366,7 +372,6 @@ impl<'a> Parser<'a> {
                     )));
                 }
             }
-            Some(Value::Null) => Value::String(NGSI_LD_NULL.into()),
             Some(val) => {
                 if kind == "Property" && !self.merge && nested_null(val) {
                     return Err(NgsiError::bad_data(format!(
@@ -476,6 +481,25 @@ impl<'a> Parser<'a> {
                 "expiresAt" => {
                     out.insert("expiresAt".into(), parse_expires(sub)?);
                 }
+                // §4.5.2.2: non-reified members of ngsildproof only, and strings (the type is a type name).
+                k @ ("entityIdSealed" | "entityTypeSealed") => {
+                    if depth > 0 || !self.is_proof(name) {
+                        return Err(NgsiError::bad_data(format!(
+                            "attribute '{name}': {k} is only allowed in the ngsildproof Property"
+                        )));
+                    }
+                    let Some(text) = sub.as_str() else {
+                        return Err(NgsiError::bad_data(format!(
+                            "attribute '{name}': {k} must be a string"
+                        )));
+                    };
+                    let v = if k == "entityTypeSealed" {
+                        self.ctx.expand(text)
+                    } else {
+                        text.to_string()
+                    };
+                    out.insert(k.into(), Value::String(v));
+                }
                 k if SYSTEM_MEMBERS.contains(&k) || k.starts_with("previous") => {}
                 "@context" if depth > 0 => {
                     return Err(NgsiError::bad_data(format!(
@@ -501,8 +525,24 @@ impl<'a> Parser<'a> {
                 }
             }
         }
+        // §4.5.2.2: the value of ngsildproof is the proof structure, an object.
+        if depth == 0 && self.is_proof(name) {
+            if let Some(v) = out.get("value") {
+                if !v.is_object() && v.as_str() != Some(NGSI_LD_NULL) {
+                    return Err(NgsiError::bad_data(format!(
+                        "attribute '{name}': the value of ngsildproof must be a proof object"
+                    )));
+                }
+            }
+        }
         self.stamp(&mut out);
         Ok(out)
+    }
+
+    /// Whether an attribute is the ngsildproof Property: the V1.9 core term, also under contexts built on an
+    /// earlier core context that does not define it (§4.5.2.2 names the Property by that term).
+    fn is_proof(&self, name: &str) -> bool {
+        name == "ngsildproof" || self.ctx.expand(name) == NGSILD_PROOF
     }
 
     fn stamp(&self, m: &mut Map<String, Value>) {
@@ -610,7 +650,16 @@ impl<'a> Parser<'a> {
                             return Err(bad("a ListRelationship's objectList must hold URIs"));
                         }
                     }
-                    Ok(val.clone())
+                    // Stored (and shown normalized) as {"object": URI} entries, whichever form came in
+                    // (§4.5.22.2).
+                    Ok(Value::Array(
+                        a.iter()
+                            .map(|item| match item {
+                                Value::String(_) => json!({ "object": item }),
+                                other => other.clone(),
+                            })
+                            .collect(),
+                    ))
                 }
                 _ => Err(bad("a ListRelationship's objectList must be an array")),
             },
@@ -696,6 +745,17 @@ pub fn parse_scope(v: &Value) -> Result<Value> {
         }
     }
     Ok(Value::Array(out))
+}
+
+/// The entity's `expiresAt` as a merge fragment sets it (§5.6.17, §4.22): None when the fragment has none,
+/// Some(None) when NGSI-LD Null removes it (the entity becomes durable again), else the new instant.
+pub fn merged_expires(obj: &Map<String, Value>) -> Result<Option<Option<Value>>> {
+    match obj.get("expiresAt") {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(Value::String(s)) if s == NGSI_LD_NULL => Ok(Some(None)),
+        Some(v) => Ok(Some(Some(parse_expires(v)?))),
+    }
 }
 
 fn parse_expires(v: &Value) -> Result<Value> {

@@ -1,6 +1,7 @@
 //! The NGSI-LD information model as misto holds it: `@context` handling, entity parsing and validation into the
 //! stored form, update semantics, and rendering in the NGSI-LD representations. No I/O.
 
+pub mod compat;
 pub mod context;
 pub mod entity;
 pub mod error;

@@ -241,6 +241,19 @@ fn simplified_value(i: &Value, ctx: &Context, opts: &RenderOptions) -> Value {
     match kind {
         "VocabProperty" => wrap("vocab", compact_vocab(&v, ctx)),
         "JsonProperty" => wrap("json", v),
+        // Simplified, a ListRelationship is the array of its object URIs (§4.5.4).
+        "ListRelationship" => match v {
+            Value::Array(items) => Value::Array(
+                items
+                    .into_iter()
+                    .map(|x| match x {
+                        Value::Object(mut o) => o.remove("object").unwrap_or(Value::Object(o)),
+                        other => other,
+                    })
+                    .collect(),
+            ),
+            other => other,
+        },
         "LanguageProperty" => match (&opts.lang, v.as_object()) {
             (Some(langs), Some(map)) => pick_language(map, langs)
                 .map(|(_, t)| t.clone())
@@ -295,6 +308,12 @@ fn render_instance(i: &Value, ctx: &Context, opts: &RenderOptions, in_array: boo
     }
     if let Some(ot) = obj.get("objectType") {
         out.insert("objectType".into(), compact_vocab(ot, ctx));
+    }
+    if let Some(id) = obj.get("entityIdSealed") {
+        out.insert("entityIdSealed".into(), id.clone());
+    }
+    if let Some(t) = obj.get("entityTypeSealed") {
+        out.insert("entityTypeSealed".into(), compact_vocab(t, ctx));
     }
     if opts.sys_attrs {
         for k in ["createdAt", "modifiedAt", "expiresAt"] {

@@ -43,6 +43,12 @@ pub fn check_name(s: &str) -> Result<(), String> {
     if s.len() > 1024 {
         return Err("a name must not be longer than 1024 characters".into());
     }
+    // JSON-LD reserves the keyword form (`@` and letters): such a term would vanish on expansion.
+    if s.strip_prefix('@')
+        .is_some_and(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphabetic()))
+    {
+        return Err(format!("the name '{s}' has the form of a JSON-LD keyword"));
+    }
     if let Some(c) = s
         .chars()
         .find(|c| FORBIDDEN_NAME_CHARS.contains(c) || c.is_whitespace() || c.is_control())

@@ -357,24 +357,35 @@ pub fn distance_m(a: &Geometry<f64>, b: &Geometry<f64>) -> f64 {
     }
     match (a, b) {
         (Geometry::Point(p), Geometry::Point(q)) => Haversine::distance(*p, *q),
-        (Geometry::Point(p), other) | (other, Geometry::Point(p)) => match other.closest_point(p) {
-            Closest::Intersection(c) | Closest::SinglePoint(c) => Haversine::distance(*p, c),
-            Closest::Indeterminate => f64::INFINITY,
-        },
+        (Geometry::Point(p), other) | (other, Geometry::Point(p)) => closest_m(p, other),
         (a, b) => {
             // Closest vertex of one to the other, both ways: exact enough for city-scale queries.
             let mut best = f64::INFINITY;
             for (x, y) in [(a, b), (b, a)] {
                 for c in coords(x) {
-                    let p = Point::from(c);
-                    if let Closest::Intersection(q) | Closest::SinglePoint(q) = y.closest_point(&p)
-                    {
-                        best = best.min(Haversine::distance(p, q));
-                    }
+                    best = best.min(closest_m(&Point::from(c), y));
                 }
             }
             best
         }
+    }
+}
+
+/// Great-circle distance in metres from `p` to the closest point of `g`. The closest point is found in
+/// metric proportions around `p` (longitudes scaled by the cosine of its latitude): in plain degrees a degree
+/// of longitude would count as much as one of latitude, which picks the wrong point away from the equator.
+fn closest_m(p: &Point<f64>, g: &Geometry<f64>) -> f64 {
+    use geo::MapCoords;
+    let k = p.y().to_radians().cos().max(1e-9);
+    let local = g.map_coords(|c| Coord {
+        x: (c.x - p.x()) * k,
+        y: c.y - p.y(),
+    });
+    match local.closest_point(&Point::new(0.0, 0.0)) {
+        Closest::Intersection(c) | Closest::SinglePoint(c) => {
+            Haversine::distance(*p, Point::new(c.x() / k + p.x(), c.y() + p.y()))
+        }
+        Closest::Indeterminate => f64::INFINITY,
     }
 }
 
@@ -589,6 +600,17 @@ mod tests {
             None,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn near_a_line_is_metric_at_high_latitude() {
+        // From [0,85] the end [1,85] is ~9.7 km away, the other end [0,85.6] ~67 km: in plain degrees the
+        // closest point of the line would lie ~49 km away.
+        let line: Geometry<f64> = LineString::from(vec![(0.0, 85.6), (1.0, 85.0)]).into();
+        let d = distance_m(&pt(0.0, 85.0), &line);
+        assert!((9000.0..9800.0).contains(&d), "{d}");
+        let q = GeoQuery::from_params("near;maxDistance==20000", "Point", "[0,85]", None).unwrap();
+        assert!(q.matches(&line));
     }
 
     #[test]

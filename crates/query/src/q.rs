@@ -999,6 +999,11 @@ impl QTerm {
             {
                 false
             }
+            // 4.9 Unequal on any language of a LanguageProperty: no text of its map may equal the value.
+            QTerm::Compare(p, op @ (Op::Ne | Op::NotMatch), v) if targets_language_map(e, p) => {
+                let ts = targets(e, p);
+                !ts.is_empty() && ts.iter().all(|t| compare(t, *op, v))
+            }
             QTerm::Compare(p, op, v) => targets(e, p).iter().any(|t| compare(t, *op, v)),
             QTerm::Linked(l) => l
                 .matching
@@ -1045,6 +1050,20 @@ fn targets_relationship(e: &Map<String, Value>, p: &AttrPath) -> bool {
         Some(i) => is_rel(i),
         None => false,
     }
+}
+
+/// Whether a path designates every language of a LanguageProperty (`name` or `name[*]`).
+fn targets_language_map(e: &Map<String, Value>, p: &AttrPath) -> bool {
+    let any_language = p.members.is_empty() || (p.members.len() == 1 && p.members[0] == "*");
+    any_language
+        && p.sub.is_empty()
+        && match e.get(&p.attr) {
+            Some(Value::Array(instances)) => {
+                instances.iter().any(|i| kind(i) == "LanguageProperty")
+            }
+            Some(i) => kind(i) == "LanguageProperty",
+            None => false,
+        }
 }
 
 fn kind(i: &Value) -> &str {

@@ -34,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0006_temporal.sql"),
     include_str!("../migrations/sqlite/0007_temporal_integer_keys.sql"),
     include_str!("../migrations/sqlite/0008_cluster.sql"),
+    include_str!("../migrations/sqlite/0009_transient_instances.sql"),
 ];
 /// Geo instances indexed per entity (gid = seq * GEO_SLOTS + n).
 const GEO_SLOTS: i64 = 64;

@@ -44,6 +44,8 @@ pub struct NewInstance {
     /// The instance without the members kept in columns, as JSON; None for `{"type":"Property","value":num}`,
     /// the common case, which then costs no document at all.
     pub doc: Option<String>,
+    /// When a transient instance stops existing (its `expiresAt`, ms since the epoch; also kept in `doc`).
+    pub expires_ms: Option<i64>,
 }
 
 /// An attribute instance as stored.
@@ -136,7 +138,8 @@ pub trait TemporalStore: Send + Sync + 'static {
         attrs: Option<&[String]>,
     ) -> Result<Vec<Series>, StoreError>;
 
-    /// Instances of each of the series `sids` within `range`, in time order.
+    /// Instances of each of the series `sids` within `range`, in time order; instances of transient attributes
+    /// are left out once due.
     async fn temporal_instances(
         &self,
         tenant: &str,
@@ -204,6 +207,10 @@ pub trait TemporalStore: Send + Sync + 'static {
         attr: &str,
         iid: i64,
     ) -> Result<bool, StoreError>;
+
+    /// Remove the instances of transient attributes whose `expiresAt` is at or before `now_ms` (any tenant);
+    /// returns how many went.
+    async fn temporal_expire(&self, now_ms: i64) -> Result<u64, StoreError>;
 
     /// Remove at most `batch` instances older than `before_ms` of entities of type `type_iri` (any tenant);
     /// returns how many went. Called repeatedly by a background task, so writes are never held up for long.
@@ -292,6 +299,7 @@ impl NewInstance {
             modified_ms,
             num,
             doc,
+            expires_ms: ms_of(obj.get("expiresAt")),
         })
     }
 

@@ -549,6 +549,9 @@ impl Broker {
         };
         // Compile once now so that a subscription that cannot be matched is refused, not stored.
         matching::Compiled::build(tenant, &id, &rec, ctx)?;
+        if !rec.doc.contains_key("jsonldContext") {
+            self.implicit_context(ctx);
+        }
         if !self
             .store
             .put_subscription(tenant, &id, &rec.to_stored(), true)
@@ -589,7 +592,23 @@ impl Broker {
     ) -> Result<Value> {
         let rec = Record::from_stored(s)?;
         let written = self.contexts.resolve(rec.context_source()).await?;
-        Ok(represent(s, &rec, &written, reader, opts))
+        let mut view = represent(s, &rec, &written, reader, opts);
+        if !rec.doc.contains_key("jsonldContext") {
+            if let (Some(url), Some(o)) = (self.implicit_context(&written), view.as_object_mut()) {
+                o.insert("jsonldContext".into(), Value::String(url));
+            }
+        }
+        Ok(view)
+    }
+
+    /// The context a subscription written with `written` notifies with, when it is no single URL: the broker
+    /// hosts it (kind ImplicitlyCreated, §5.13) and the subscription names it as its `jsonldContext`, the
+    /// dereferenceable URI notifications link to.
+    pub(crate) fn implicit_context(&self, written: &Context) -> Option<String> {
+        if written.is_core_only() || written.link_url().is_some() {
+            return None;
+        }
+        Some(self.contexts.implicit(&written.source()))
     }
 
     pub async fn list_subscriptions(&self, tenant: &str) -> Result<Vec<StoredSubscription>> {

@@ -1044,6 +1044,9 @@ async fn compile_stored(
     let mut c = Compiled::build(&s.tenant, &s.id, &rec, &written)?;
     if let Some(j) = rec.doc.get("jsonldContext") {
         c.ctx = broker.contexts.resolve(Some(j)).await?;
+    } else {
+        // Hosted again after a restart: the subscription shows its URL as its jsonldContext.
+        broker.implicit_context(&written);
     }
     Ok(c)
 }

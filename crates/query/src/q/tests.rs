@@ -162,6 +162,9 @@ fn brackets_and_lenient_dots() {
     assert!(m("rows[k]==\"y\"") && m("rows[0][k]==x"));
     assert!(m("label[uk]==\"Міст\"") && !m("label[en]==\"Міст\""));
     assert!(m("label[*]==\"Міст\"") && m("label[*]==Bridge") && !m("label[*]==Brücke"));
+    // Unequal on any language: no text of the map may equal it (4.9).
+    assert!(!m("label[*]!=Bridge") && !m("label!=Bridge") && m("label[*]!=Brücke"));
+    assert!(m("label[uk]!=Bridge") && !m("label[en]!=Bridge"));
 }
 
 #[test]

@@ -134,6 +134,7 @@ pub(super) async fn record(
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
+        let mut exp = Vec::with_capacity(n);
         for i in &p.instances {
             let key = (i.attr.as_str(), i.dataset.as_str());
             let s = match sids.get(&key) {
@@ -151,10 +152,11 @@ pub(super) async fn record(
             md.push(i.modified_ms);
             num.push(i.num);
             doc.push(i.doc.clone());
+            exp.push(i.expires_ms);
         }
         sqlx::query(
-            "INSERT INTO attr_instances (sid, t, observed, created, modified, num, doc)
-             SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::bool[], $4::int8[], $5::int8[], $6::float8[], $7::text[])",
+            "INSERT INTO attr_instances (sid, t, observed, created, modified, num, doc, expires)
+             SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::bool[], $4::int8[], $5::int8[], $6::float8[], $7::text[], $8::int8[])",
         )
         .bind(&sid)
         .bind(&t)
@@ -163,13 +165,14 @@ pub(super) async fn record(
         .bind(&md)
         .bind(&num)
         .bind(&doc)
+        .bind(&exp)
         .execute(&mut **tx)
         .await?;
     }
     Ok(())
 }
 
-const INSTANCE_COLUMNS: &str = "iid, t, observed, created, modified, num, doc";
+const INSTANCE_COLUMNS: &str = "iid, t, observed, created, modified, num, doc, expires";
 
 fn instance_of(
     r: &sqlx::postgres::PgRow,
@@ -187,6 +190,7 @@ fn instance_of(
             modified_ms: r.try_get(4)?,
             num: r.try_get(5)?,
             doc: r.try_get(6)?,
+            expires_ms: r.try_get(7)?,
         },
     })
 }
@@ -281,12 +285,13 @@ impl TemporalStore for PgStore {
         take: Take,
     ) -> Result<Vec<Vec<StoredInstance>>, StoreError> {
         let col = column(range.prop);
+        let now_ms = jiff::Timestamp::now().as_millisecond();
         let (order, n) = match take {
             Take::First(n) => ("ASC", n),
             Take::Last(n) => ("DESC", n),
         };
         let sql = format!(
-            "SELECT {INSTANCE_COLUMNS} FROM attr_instances WHERE sid = $1 AND {col} >= $2 AND {col} < $3 ORDER BY {col} {order} LIMIT $4"
+            "SELECT {INSTANCE_COLUMNS} FROM attr_instances WHERE sid = $1 AND {col} >= $2 AND {col} < $3 AND (expires IS NULL OR expires > $5) ORDER BY {col} {order} LIMIT $4"
         );
         let mut out = Vec::with_capacity(sids.len());
         for sid in sids {
@@ -299,6 +304,7 @@ impl TemporalStore for PgStore {
                 .bind(range.from.unwrap_or(i64::MIN))
                 .bind(range.to.unwrap_or(i64::MAX))
                 .bind(i64::try_from(n).unwrap_or(i64::MAX))
+                .bind(now_ms)
                 .fetch_all(&self.pool)
                 .await?;
             let mut list = rows
@@ -453,7 +459,7 @@ impl TemporalStore for PgStore {
         let mut tx = self.pool.begin().await?;
         let sids = self.attr_sids(&mut tx, tenant, entity, attr).await?;
         let n = sqlx::query(
-            "UPDATE attr_instances SET t = $3, observed = $4, created = $5, modified = $6, num = $7, doc = $8 WHERE iid = $1 AND sid = ANY($2)",
+            "UPDATE attr_instances SET t = $3, observed = $4, created = $5, modified = $6, num = $7, doc = $8, expires = $9 WHERE iid = $1 AND sid = ANY($2)",
         )
         .bind(iid)
         .bind(&sids)
@@ -463,6 +469,7 @@ impl TemporalStore for PgStore {
         .bind(with.modified_ms)
         .bind(with.num)
         .bind(&with.doc)
+        .bind(with.expires_ms)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -489,7 +496,7 @@ impl TemporalStore for PgStore {
         .await?;
         match row {
             Some(r) => {
-                let ds: String = r.try_get(7)?;
+                let ds: String = r.try_get(8)?;
                 Ok(Some(instance_of(&r, attr, &ds)?))
             }
             None => Ok(None),
@@ -513,6 +520,16 @@ impl TemporalStore for PgStore {
             .rows_affected();
         tx.commit().await?;
         Ok(n > 0)
+    }
+
+    async fn temporal_expire(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let n =
+            sqlx::query("DELETE FROM attr_instances WHERE expires IS NOT NULL AND expires <= $1")
+                .bind(now_ms)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        Ok(n)
     }
 
     async fn temporal_retain(

@@ -146,7 +146,7 @@ pub(super) fn record(
     };
     let mut sids: HashMap<(&str, &str), i64> = HashMap::new();
     let mut ins = c.prepare_cached(
-        "INSERT INTO attr_instances (sid, t, observed, created, modified, num, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO attr_instances (sid, t, observed, created, modified, num, doc, expires) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
     for i in instances {
         let key = (i.attr.as_str(), i.dataset.as_str());
@@ -165,13 +165,14 @@ pub(super) fn record(
             i.created_ms,
             i.modified_ms,
             i.num,
-            i.doc
+            i.doc,
+            i.expires_ms
         ])?;
     }
     Ok(())
 }
 
-const INSTANCE_COLUMNS: &str = "iid, t, observed, created, modified, num, doc";
+const INSTANCE_COLUMNS: &str = "iid, t, observed, created, modified, num, doc, expires";
 
 fn instance_of(
     r: &rusqlite::Row<'_>,
@@ -189,6 +190,7 @@ fn instance_of(
             modified_ms: r.get(4)?,
             num: r.get(5)?,
             doc: r.get(6)?,
+            expires_ms: r.get(7)?,
         },
     })
 }
@@ -326,12 +328,13 @@ impl TemporalStore for SqliteStore {
         let (tenant, sids) = (tenant.to_string(), sids.to_vec());
         self.read("temporal", move |c| {
             let col = column(range.prop);
+            let now_ms = jiff::Timestamp::now().as_millisecond();
             let (order, n) = match take {
                 Take::First(n) => ("ASC", n),
                 Take::Last(n) => ("DESC", n),
             };
             let mut st = c.prepare_cached(&format!(
-                "SELECT {INSTANCE_COLUMNS} FROM attr_instances WHERE sid = ?1 AND {col} >= ?2 AND {col} < ?3 ORDER BY {col} {order} LIMIT ?4"
+                "SELECT {INSTANCE_COLUMNS} FROM attr_instances WHERE sid = ?1 AND {col} >= ?2 AND {col} < ?3 AND (expires IS NULL OR expires > ?5) ORDER BY {col} {order} LIMIT ?4"
             ))?;
             let mut out = Vec::with_capacity(sids.len());
             for sid in sids {
@@ -344,7 +347,8 @@ impl TemporalStore for SqliteStore {
                         sid,
                         range.from.unwrap_or(i64::MIN),
                         range.to.unwrap_or(i64::MAX),
-                        i64::try_from(n).unwrap_or(i64::MAX)
+                        i64::try_from(n).unwrap_or(i64::MAX),
+                        now_ms
                     ],
                     |r| instance_of(r, &attr, &dataset),
                 )?;
@@ -483,7 +487,7 @@ impl TemporalStore for SqliteStore {
             for sid in sids {
                 n += c
                     .prepare_cached(
-                        "UPDATE attr_instances SET t = ?3, observed = ?4, created = ?5, modified = ?6, num = ?7, doc = ?8 WHERE iid = ?1 AND sid = ?2",
+                        "UPDATE attr_instances SET t = ?3, observed = ?4, created = ?5, modified = ?6, num = ?7, doc = ?8, expires = ?9 WHERE iid = ?1 AND sid = ?2",
                     )?
                     .execute(params![
                         iid,
@@ -493,7 +497,8 @@ impl TemporalStore for SqliteStore {
                         with.created_ms,
                         with.modified_ms,
                         with.num,
-                        with.doc
+                        with.doc,
+                        with.expires_ms
                     ])?;
             }
             Ok(n > 0)
@@ -517,7 +522,7 @@ impl TemporalStore for SqliteStore {
             ))?;
             Ok(st
                 .query_row(params![iid, tenant, entity, attr], |r| {
-                    let ds: String = r.get(7)?;
+                    let ds: String = r.get(8)?;
                     instance_of(r, &attr, &ds)
                 })
                 .optional()?)
@@ -542,6 +547,18 @@ impl TemporalStore for SqliteStore {
                     .execute(params![iid, sid])?;
             }
             Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn temporal_expire(&self, now_ms: i64) -> Result<u64, StoreError> {
+        self.write(move |c| {
+            let n = c
+                .prepare_cached(
+                    "DELETE FROM attr_instances WHERE expires IS NOT NULL AND expires <= ?1",
+                )?
+                .execute(params![now_ms])?;
+            Ok(n as u64)
         })
         .await
     }
