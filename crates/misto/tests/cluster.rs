@@ -10,13 +10,14 @@
 //! `MISTO_REQUIRE_CLUSTER_TEST=1`, when they fail.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+mod common;
 
 /// PostgreSQL and NATS for a test: the URL of a database of its own, and the NATS URL. None (after saying
 /// why) when the services cannot be had and the test is not required.
@@ -119,36 +120,15 @@ impl Drop for Node {
 }
 
 fn start(db: &str, nats: &str, node: &str, dir: &std::path::Path) -> Node {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_misto"))
-        .env_remove("MISTO_HTTP_ADDR")
-        .env_remove("MISTO_DATA_DIR")
-        .env("MISTO_DATABASE_URL", db)
+    let mut cmd = common::misto();
+    cmd.env("MISTO_DATABASE_URL", db)
         .env("MISTO_BUS_URL", nats)
-        .env("MISTO_NODE_ID", node)
-        .env("MISTO_LOG", "warn")
-        .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("misto starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Some(Ok(line)) = lines.next() {
-            if let Some(url) = line.strip_prefix("misto listening on ") {
-                std::thread::spawn(move || for _ in lines.by_ref() {});
-                return Node {
-                    child,
-                    api: format!("{}/ngsi-ld/v1", url.trim()),
-                };
-            }
-        }
+        .env("MISTO_NODE_ID", node);
+    let (child, url) = common::serve(cmd, dir);
+    Node {
+        child,
+        api: format!("{url}/ngsi-ld/v1"),
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("misto node {node} did not report its address");
 }
 
 /// Two nodes on `db`, started one after the other (the first applies the migrations).
