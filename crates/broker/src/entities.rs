@@ -5,7 +5,9 @@ use misto_ngsild::expiry;
 use misto_ngsild::update::{self, UpdateResult};
 use misto_ngsild::validate::{is_uri, now};
 use misto_ngsild::{Context, NgsiError, Result};
-use misto_store::{Change, Modified, ModifyFn, RetryFn};
+use std::sync::Arc;
+
+use misto_store::{Change, Modified, RetryFn};
 use serde_json::{Map, Value};
 
 use crate::Broker;
@@ -64,20 +66,8 @@ fn check_body_id(obj: &Map<String, Value>, id: &str) -> Result<()> {
 }
 
 /// A modification that sees the entity as visible now: an expired entity is absent, expired attribute
-/// instances are gone (and stay gone once the entity is written back).
-fn unexpired(f: ModifyFn) -> ModifyFn {
-    Box::new(move |cur: Option<&Entity>| {
-        let now = jiff::Timestamp::now();
-        match cur.map(|e| expiry::visible(e, now)) {
-            None => f(None),
-            Some(None) => f(None),
-            Some(Some(v)) => f(Some(v.as_ref())),
-        }
-    })
-}
-
-/// [`unexpired`] for a closure that may run more than once.
-fn unexpired_retrying(f: RetryFn) -> RetryFn {
+/// instances are gone (and stay gone once the entity is written back). The closure may run more than once.
+fn unexpired(f: RetryFn) -> RetryFn {
     std::sync::Arc::new(move |cur: Option<&Entity>| {
         let now = jiff::Timestamp::now();
         match cur.map(|e| expiry::visible(e, now)) {
@@ -119,7 +109,7 @@ impl Broker {
         f: RetryFn,
     ) -> Result<()> {
         let view = ctx.and_then(crate::views::viewer);
-        let f = unexpired_retrying(f);
+        let f = unexpired(f);
         let out = self.store.modify_retrying(tenant, id, f, view).await??;
         self.note(tenant, id, out);
         Ok(())
@@ -599,7 +589,7 @@ impl Broker {
         &self,
         tenant: &str,
         ctx: Option<&Context>,
-        items: Vec<Result<(String, ModifyFn), (String, NgsiError)>>,
+        items: Vec<Result<(String, RetryFn), (String, NgsiError)>>,
     ) -> Result<BatchOutcome> {
         let mut outcome = BatchOutcome::default();
         let mut ops = Vec::new();
@@ -616,7 +606,7 @@ impl Broker {
         if !ops.is_empty() {
             let results = self
                 .store
-                .modify_many_viewed(tenant, ops, ctx.and_then(crate::views::viewer))
+                .modify_many_retrying(tenant, ops, ctx.and_then(crate::views::viewer))
                 .await?;
             for (id, r) in ids.into_iter().zip(results) {
                 match r {
@@ -662,9 +652,9 @@ impl Broker {
                 }
                 let idc = id.clone();
                 let view = crate::views::render_view(&e, ctx);
-                let f: ModifyFn = Box::new(move |cur| match cur {
+                let f: RetryFn = Arc::new(move |cur| match cur {
                     Some(_) => Err(NgsiError::exists(format!("entity {idc} already exists"))),
-                    None => Ok(crate::views::put_rendered(e, view)),
+                    None => Ok(crate::views::put_rendered(e.clone(), view.clone())),
                 });
                 Ok((id, f))
             })
@@ -686,13 +676,14 @@ impl Broker {
             .iter()
             .map(|item| {
                 let id = item_id(item);
-                let mut e = parser.entity(item).map_err(|e| (id.clone(), e))?;
+                let e = parser.entity(item).map_err(|e| (id.clone(), e))?;
                 let view = crate::views::render_view(&e, ctx);
-                let f: ModifyFn = Box::new(move |cur| match cur {
-                    None => Ok(crate::views::put_rendered(e, view)),
+                let f: RetryFn = Arc::new(move |cur| match cur {
+                    None => Ok(crate::views::put_rendered(e.clone(), view.clone())),
                     Some(old) if replace => {
+                        let mut e = e.clone();
                         keep_created(&mut e, old);
-                        Ok(crate::views::put_rendered(e, view))
+                        Ok(crate::views::put_rendered(e, view.clone()))
                     }
                     Some(old) => {
                         let mut merged = old.clone();
@@ -736,8 +727,12 @@ impl Broker {
     ) -> Result<BatchOutcome> {
         let ts = now();
         let parser = Parser::new(ctx, &ts);
-        // Attributes each entity kept under noOverwrite: such an entity is reported as not fully updated.
-        let kept = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, Vec<String>)>::new()));
+        // Attributes each entity kept under noOverwrite: such an entity is reported as not fully updated. Keyed
+        // by id, so that a closure run again (on the current state) replaces what its first run found.
+        let kept = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<
+            String,
+            Vec<String>,
+        >::new()));
         let items = Self::batch_items(body)?
             .iter()
             .map(|item| {
@@ -754,16 +749,21 @@ impl Broker {
                 let idc = id.clone();
                 let ts = ts.clone();
                 let kept = kept.clone();
-                let f: ModifyFn = Box::new(move |cur| {
+                let f: RetryFn = Arc::new(move |cur| {
                     let mut e = cur.cloned().ok_or_else(|| not_found(&idc))?;
-                    let r = update::append(&mut e, attrs, no_overwrite);
+                    let r = update::append(&mut e, attrs.clone(), no_overwrite);
                     add_types(&mut e, &new_types);
-                    if !r.not_updated.is_empty() {
-                        if let Ok(mut k) = kept.lock() {
-                            k.push((idc, r.not_updated.into_iter().map(|(n, _)| n).collect()));
+                    if let Ok(mut k) = kept.lock() {
+                        if r.not_updated.is_empty() {
+                            k.remove(&idc);
+                        } else {
+                            k.insert(
+                                idc.clone(),
+                                r.not_updated.into_iter().map(|(n, _)| n).collect(),
+                            );
                         }
                     }
-                    e.insert("modifiedAt".into(), Value::String(ts));
+                    e.insert("modifiedAt".into(), Value::String(ts.clone()));
                     Ok(Change::Put(e))
                 });
                 Ok((id, f))
@@ -814,11 +814,11 @@ impl Broker {
                     misto_ngsild::entity::merged_expires(obj).map_err(|e| (id.clone(), e))?;
                 let idc = id.clone();
                 let ts = ts.clone();
-                let f: ModifyFn = Box::new(move |cur| {
+                let f: RetryFn = Arc::new(move |cur| {
                     let mut e = cur.cloned().ok_or_else(|| not_found(&idc))?;
-                    set_expires(&mut e, expires);
-                    update::merge(&mut e, attrs);
-                    e.insert("modifiedAt".into(), Value::String(ts));
+                    set_expires(&mut e, expires.clone());
+                    update::merge(&mut e, attrs.clone());
+                    e.insert("modifiedAt".into(), Value::String(ts.clone()));
                     Ok(Change::Put(e))
                 });
                 Ok((id, f))
@@ -843,7 +843,7 @@ impl Broker {
                     ));
                 }
                 let idc = id.clone();
-                let f: ModifyFn = Box::new(move |cur| match cur {
+                let f: RetryFn = Arc::new(move |cur| match cur {
                     Some(_) => Ok(Change::Delete),
                     None => Err(not_found(&idc)),
                 });

@@ -2,6 +2,7 @@
 //! and write entities. It resolves `@context`s, validates and expands input, applies NGSI-LD update semantics
 //! inside storage transactions and renders results.
 
+pub mod bus;
 pub mod catalog;
 pub mod contexts;
 pub mod entities;
@@ -48,6 +49,8 @@ pub struct Broker {
     /// Subscriptions in force and notification delivery.
     pub notifier: Arc<subscriptions::notifier::Notifier>,
     changes: tokio::sync::broadcast::Sender<Arc<EntityChange>>,
+    /// Events between the nodes of a cluster (in-process unless configured).
+    pub bus: Arc<dyn bus::Bus>,
 }
 
 impl Broker {
@@ -56,14 +59,31 @@ impl Broker {
         contexts: Arc<ContextStore>,
         config: BrokerConfig,
     ) -> Self {
+        Self::with_notifier(store, contexts, config, Default::default())
+    }
+
+    /// A broker whose notifier has its own settings (node id, delivery tunables).
+    pub fn with_notifier(
+        store: Arc<dyn EntityStore>,
+        contexts: Arc<ContextStore>,
+        config: BrokerConfig,
+        notifier: subscriptions::notifier::NotifierConfig,
+    ) -> Self {
         let (changes, _) = tokio::sync::broadcast::channel(4096);
         Broker {
             store,
             contexts,
             config,
-            notifier: Arc::new(subscriptions::notifier::Notifier::new(Default::default())),
+            notifier: Arc::new(subscriptions::notifier::Notifier::new(notifier)),
             changes,
+            bus: Arc::new(bus::local::LocalBus::default()),
         }
+    }
+
+    /// Use `bus` for events between the nodes of a cluster (before [`Broker::spawn_notifier`]).
+    pub fn with_bus(mut self, bus: Arc<dyn bus::Bus>) -> Self {
+        self.bus = bus;
+        self
     }
 
     /// Start matching changes against subscriptions and delivering notifications.

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use misto_ngsild::entity::{attribute_names, Entity};
 use misto_ngsild::validate::now;
 use misto_ngsild::{Context, NgsiError, Result};
-use misto_store::{Change, ModifyFn};
+use misto_store::{Change, RetryFn};
 use serde_json::Value;
 
 use crate::query::{compile_with, EntityQueryParams};
@@ -105,7 +105,7 @@ impl Broker {
             .map(|id| {
                 let what = what.clone();
                 let ts = ts.clone();
-                let f: ModifyFn = Box::new(move |cur: Option<&Entity>| {
+                let f: RetryFn = std::sync::Arc::new(move |cur: Option<&Entity>| {
                     let Some(cur) = cur else {
                         return Ok(Change::Keep);
                     };
@@ -120,7 +120,7 @@ impl Broker {
                     for n in gone {
                         e.remove(&n);
                     }
-                    e.insert("modifiedAt".into(), Value::String(ts));
+                    e.insert("modifiedAt".into(), Value::String(ts.clone()));
                     Ok(Change::Put(e))
                 });
                 Ok((id, f))

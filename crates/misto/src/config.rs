@@ -35,6 +35,13 @@ pub struct ServeArgs {
     /// Log format: text or json [default: text]
     #[arg(long, env = "MISTO_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Cluster bus: nats://host:port (NATS with JetStream), for several nodes on one PostgreSQL database; see
+    /// docs/cluster.md [default: none, in-process]
+    #[arg(long, env = "MISTO_BUS_URL")]
+    pub bus_url: Option<String>,
+    /// This node's name in a cluster (delivery leases, logs); unique per node [default: a random UUID]
+    #[arg(long, env = "MISTO_NODE_ID")]
+    pub node_id: Option<String>,
 }
 
 /// The same settings as read from the TOML file.
@@ -49,6 +56,8 @@ struct FileConfig {
     remote_contexts: Option<bool>,
     max_limit: Option<usize>,
     log_format: Option<String>,
+    bus_url: Option<String>,
+    node_id: Option<String>,
     /// Entity type → ISO 8601 duration: attribute instances older than that are removed (`[temporal_retention]`).
     temporal_retention: Option<std::collections::BTreeMap<String, String>>,
 }
@@ -64,6 +73,8 @@ pub struct Settings {
     pub remote_contexts: bool,
     pub max_limit: usize,
     pub log_json: bool,
+    pub bus_url: Option<String>,
+    pub node_id: String,
     /// (entity type, ISO 8601 duration) retention rules of the temporal store.
     pub temporal_retention: Vec<(String, String)>,
 }
@@ -103,6 +114,20 @@ pub fn resolve(args: &ServeArgs, file: Option<&Path>) -> anyhow::Result<Settings
         "text" => false,
         other => bail!("log format must be text or json, not '{other}'"),
     };
+    let bus_url = args.bus_url.clone().or(file_cfg.bus_url);
+    if let Some(u) = &bus_url {
+        if !(u.starts_with("nats://") || u.starts_with("tls://")) {
+            bail!("the bus URL must be nats://host:port, not '{u}'");
+        }
+    }
+    let node_id = args
+        .node_id
+        .clone()
+        .or(file_cfg.node_id)
+        .unwrap_or_else(|| misto_broker::subscriptions::notifier::NotifierConfig::default().node);
+    if node_id.is_empty() {
+        bail!("the node id must not be empty");
+    }
     let body_limit = args.body_limit.or(file_cfg.body_limit).unwrap_or(64 << 20);
     if body_limit < 1024 {
         bail!("the body limit must be at least 1024 bytes");
@@ -122,6 +147,8 @@ pub fn resolve(args: &ServeArgs, file: Option<&Path>) -> anyhow::Result<Settings
             .unwrap_or(true),
         max_limit: args.max_limit.or(file_cfg.max_limit).unwrap_or(1000),
         log_json,
+        bus_url,
+        node_id,
         temporal_retention: file_cfg
             .temporal_retention
             .unwrap_or_default()
@@ -150,6 +177,18 @@ mod tests {
         let s = resolve(&args, Some(&f)).unwrap();
         assert_eq!(s.http_addr.port(), 9100, "flags/env win over the file");
         assert!(s.database_url.ends_with("misto.db"));
+        std::fs::write(&f, "bus_url = \"nats://127.0.0.1:4222\"\nnode_id = \"a\"\n").unwrap();
+        let s = resolve(&ServeArgs::default(), Some(&f)).unwrap();
+        assert_eq!(s.bus_url.as_deref(), Some("nats://127.0.0.1:4222"));
+        assert_eq!(s.node_id, "a");
+        let args = ServeArgs {
+            bus_url: Some("http://x".into()),
+            ..Default::default()
+        };
+        assert!(
+            resolve(&args, Some(&f)).is_err(),
+            "a bus URL that is not nats://"
+        );
         std::fs::write(&f, "nonsense = 1\n").unwrap();
         assert!(resolve(&ServeArgs::default(), Some(&f)).is_err());
     }

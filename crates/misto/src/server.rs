@@ -2,9 +2,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use misto_broker::subscriptions::notifier::NotifierConfig;
 use misto_broker::{Broker, BrokerConfig, ContextStore};
 use misto_http::{AppState, HttpConfig};
 
@@ -64,14 +66,23 @@ pub async fn serve(s: Settings, seeder: Option<Seeder>) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", s.http_addr))?;
     let addr = listener.local_addr()?;
     contexts.set_base_url(&format!("http://{addr}/ngsi-ld/v1/jsonldContexts/"));
-    let broker = Broker::new(
+    let mut broker = Broker::with_notifier(
         store,
         contexts,
         BrokerConfig {
             max_limit: s.max_limit,
             ..Default::default()
         },
+        NotifierConfig {
+            node: s.node_id.clone(),
+            ..Default::default()
+        },
     );
+    if let Some(url) = &s.bus_url {
+        let bus = misto_broker::bus::nats::NatsBus::start(url, &s.node_id)?;
+        broker = broker.with_bus(Arc::new(bus));
+        tracing::info!(node = s.node_id, bus = url, "cluster bus configured");
+    }
     let expiry = broker.spawn_expiry(Duration::from_secs(1));
     let notifier = broker.spawn_notifier();
     let retention = misto_broker::temporal::retention::Retention::parse(&s.temporal_retention)

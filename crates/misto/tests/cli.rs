@@ -1,42 +1,16 @@
 //! The `misto` binary as an operator uses it: help, configuration errors, migrate, serve, graceful stop.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-fn misto() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_misto"));
-    c.env_remove("MISTO_HTTP_ADDR")
-        .env_remove("MISTO_DATABASE_URL")
-        .env_remove("MISTO_DATA_DIR");
-    c
-}
+mod common;
+use common::misto;
 
 /// Start `misto serve` on a free port; returns the child and the base URL it printed.
 fn start(dir: &std::path::Path) -> (Child, String) {
-    let mut child = misto()
-        .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .env("MISTO_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("misto starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Some(Ok(line)) = lines.next() {
-            if let Some(url) = line.strip_prefix("misto listening on ") {
-                return (child, url.trim().to_string());
-            }
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("misto did not report its address");
+    common::serve(misto(), dir)
 }
 
 fn terminate(child: &mut Child) -> std::process::ExitStatus {

@@ -3,42 +3,18 @@
 //! due for an acknowledged update arrives, and per entity they first arrive in the order of the updates.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+mod common;
+
 /// Start `misto serve` on a free port with `dir` as its data directory; returns the child and its base URL.
 fn start(dir: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_misto"))
-        .env_remove("MISTO_HTTP_ADDR")
-        .env_remove("MISTO_DATABASE_URL")
-        .env_remove("MISTO_DATA_DIR")
-        .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .env("MISTO_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("misto starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Some(Ok(line)) = lines.next() {
-            if let Some(url) = line.strip_prefix("misto listening on ") {
-                // Keep draining stdout so misto never blocks on a full pipe.
-                std::thread::spawn(move || for _ in lines.by_ref() {});
-                return (child, url.trim().to_string());
-            }
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("misto did not report its address");
+    common::serve(common::misto(), dir)
 }
 
 /// What the receiver got: per entity, the `level` values in arrival order.

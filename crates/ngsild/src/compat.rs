@@ -155,7 +155,7 @@ fn downgrade_instance(inst: &mut Value, v: Version) -> bool {
     if let Some((from, to, new_kind)) = reformat {
         if let Some(mut x) = i.remove(from) {
             if from == "objectList" {
-                x = object_ids(x);
+                x = crate::render::object_uris(x);
             }
             i.insert(to.into(), x);
         }
@@ -190,22 +190,6 @@ fn downgrade_instance(inst: &mut Value, v: Version) -> bool {
         }
     }
     changed
-}
-
-/// An objectList as the object of a Relationship: the URIs of its entries (`{"object": uri}` or `uri`).
-fn object_ids(list: Value) -> Value {
-    match list {
-        Value::Array(items) => Value::Array(
-            items
-                .into_iter()
-                .map(|x| match x {
-                    Value::Object(mut o) => o.remove("object").unwrap_or(Value::Object(o)),
-                    other => other,
-                })
-                .collect(),
-        ),
-        other => other,
-    }
 }
 
 #[cfg(test)]

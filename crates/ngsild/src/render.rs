@@ -242,18 +242,7 @@ fn simplified_value(i: &Value, ctx: &Context, opts: &RenderOptions) -> Value {
         "VocabProperty" => wrap("vocab", compact_vocab(&v, ctx)),
         "JsonProperty" => wrap("json", v),
         // Simplified, a ListRelationship is the array of its object URIs (§4.5.4).
-        "ListRelationship" => match v {
-            Value::Array(items) => Value::Array(
-                items
-                    .into_iter()
-                    .map(|x| match x {
-                        Value::Object(mut o) => o.remove("object").unwrap_or(Value::Object(o)),
-                        other => other,
-                    })
-                    .collect(),
-            ),
-            other => other,
-        },
+        "ListRelationship" => object_uris(v),
         "LanguageProperty" => match (&opts.lang, v.as_object()) {
             (Some(langs), Some(map)) => pick_language(map, langs)
                 .map(|(_, t)| t.clone())
@@ -407,4 +396,20 @@ pub fn render_feature(e: &Entity, ctx: &Context, opts: &RenderOptions, geoproper
     f.insert("geometry".into(), geometry);
     f.insert("properties".into(), Value::Object(props));
     Value::Object(f)
+}
+
+/// An objectList as the URIs of its entries (`{"object": uri}` or `uri`): a simplified ListRelationship.
+pub(crate) fn object_uris(list: Value) -> Value {
+    match list {
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|x| match x {
+                    Value::Object(mut o) => o.remove("object").unwrap_or(Value::Object(o)),
+                    other => other,
+                })
+                .collect(),
+        ),
+        other => other,
+    }
 }

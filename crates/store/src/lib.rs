@@ -237,6 +237,26 @@ pub trait EntityStore: NotifyStore + TemporalStore + Send + Sync + 'static {
             .unwrap_or_else(|| Err(NgsiError::internal("storage returned no outcome"))))
     }
 
+    /// Many read-modify-writes whose closures may run more than once (see [`RetryFn`]), each with its own
+    /// outcome, as [`EntityStore::modify_retrying`] is to one: a store may compute the changes from snapshots
+    /// off its writer and commit each only if its entity is still as it was. Closure errors and
+    /// [`Change::Keep`]s may be answered from the snapshot.
+    async fn modify_many_retrying(
+        &self,
+        tenant: &str,
+        ops: Vec<(String, RetryFn)>,
+        view: Option<ViewFn>,
+    ) -> Result<Vec<Result<Modified, NgsiError>>, StoreError> {
+        let ops = ops
+            .into_iter()
+            .map(|(id, f)| {
+                let op: ModifyFn = Box::new(move |cur| f(cur));
+                (id, op)
+            })
+            .collect();
+        self.modify_many_viewed(tenant, ops, view).await
+    }
+
     async fn query(&self, tenant: &str, q: &EntityQuery) -> Result<QueryPage, StoreError>;
 
     /// Delete every entity matching `q` (its offset/limit are ignored); returns the deleted entities' ids.

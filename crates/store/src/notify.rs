@@ -80,8 +80,27 @@ pub enum Settle {
     Failed { at: String },
 }
 
+/// A subscription by tenant and id: what delivery leases are taken on.
+pub type SubscriptionKey = (String, String);
+
+/// The answer to [`NotifyStore::timer_claim`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimerClaim {
+    /// This caller may notify now (and has moved the timer on).
+    pub claimed: bool,
+    /// When the subscription may next be notified (ms since the epoch).
+    pub next_ms: i64,
+}
+
 #[async_trait]
 pub trait NotifyStore: Send + Sync + 'static {
+    /// Whether several misto processes may share this store (PostgreSQL). The notifier then coordinates
+    /// through the store: the subscriptions version, delivery leases and timers below. A store only one process
+    /// opens (SQLite) implements them too, but the notifier does not pay for them there.
+    fn shared(&self) -> bool {
+        false
+    }
+
     /// Create (`create`: fail with Ok(false) when the id exists) or replace a subscription's document. The
     /// status counters of an existing subscription are kept.
     async fn put_subscription(
@@ -141,4 +160,49 @@ pub trait NotifyStore: Send + Sync + 'static {
 
     /// Notifications waiting in the outbox (all tenants).
     async fn outbox_depth(&self) -> Result<u64, StoreError>;
+
+    /// A number that changes, in the same transaction, whenever a subscription is created, replaced or
+    /// deleted: a node compares it with the one its cached subscriptions were loaded at.
+    async fn subscriptions_version(&self) -> Result<i64, StoreError>;
+
+    /// Take the delivery leases of `subs` for `node` until `until_ms` where they are free (none, expired at
+    /// `now_ms`, or `node`'s own already); returns the ones taken. While a node holds a subscription's lease,
+    /// no other node delivers its notifications, which keeps them in order and sends each once.
+    async fn lease_claim(
+        &self,
+        node: &str,
+        subs: &[SubscriptionKey],
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<Vec<SubscriptionKey>, StoreError>;
+
+    /// Extend `node`'s lease on a subscription to `until_ms`; false when the lease is no longer `node`'s
+    /// (it expired and another node took it).
+    async fn lease_renew(
+        &self,
+        node: &str,
+        tenant: &str,
+        subscription_id: &str,
+        until_ms: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Give `node`'s lease on a subscription up (nothing happens when it is not `node`'s).
+    async fn lease_release(
+        &self,
+        node: &str,
+        tenant: &str,
+        subscription_id: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Claim the subscription's next notification slot: when its timer is due at `now_ms` (or it has none)
+    /// move it to `now_ms + every_ms` and answer claimed. One caller in the cluster wins each slot: what
+    /// fires `timeInterval` subscriptions once per interval and throttles cluster-wide. Replacing or deleting
+    /// the subscription resets its timer.
+    async fn timer_claim(
+        &self,
+        tenant: &str,
+        subscription_id: &str,
+        now_ms: i64,
+        every_ms: i64,
+    ) -> Result<TimerClaim, StoreError>;
 }

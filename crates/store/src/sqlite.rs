@@ -32,7 +32,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0004_subscriptions.sql"),
     include_str!("../migrations/sqlite/0005_entity_heads.sql"),
     include_str!("../migrations/sqlite/0006_temporal.sql"),
-    include_str!("../migrations/sqlite/0007_transient_instances.sql"),
+    include_str!("../migrations/sqlite/0007_temporal_integer_keys.sql"),
+    include_str!("../migrations/sqlite/0008_cluster.sql"),
+    include_str!("../migrations/sqlite/0009_transient_instances.sql"),
 ];
 /// Geo instances indexed per entity (gid = seq * GEO_SLOTS + n).
 const GEO_SLOTS: i64 = 64;
@@ -64,6 +66,13 @@ enum WriteMsg {
         f: RetryFn,
         view: Option<ViewFn>,
         reply: Reply<CasOutcome>,
+    },
+    /// Many changes prepared outside the writer (see [`EntityStore::modify_many_retrying`]).
+    CasMany {
+        tenant: String,
+        items: Vec<BatchItem>,
+        view: Option<ViewFn>,
+        reply: Reply<ModifyOutcome>,
     },
     Purge {
         tenant: String,
@@ -247,6 +256,7 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteMsg>, journal: Jour
 enum Done {
     Modify(Reply<ModifyOutcome>, Result<ModifyOutcome, StoreError>),
     Cas(Reply<CasOutcome>, Result<CasOutcome, StoreError>),
+    CasMany(Reply<ModifyOutcome>, Result<ModifyOutcome, StoreError>),
     Purge(Reply<Vec<String>>, Result<Vec<String>, StoreError>),
     Expire(
         Reply<Vec<(String, String)>>,
@@ -298,6 +308,15 @@ fn run_group(conn: &mut Connection, group: Vec<WriteMsg>, journal: &Journal) {
                 let r = apply_cas(&sp, &tenant, &id, *prepared, f, view, journal);
                 Done::Cas(reply, r)
             }
+            WriteMsg::CasMany {
+                tenant,
+                items,
+                view,
+                reply,
+            } => Done::CasMany(
+                reply,
+                apply_cas_many(&sp, &tenant, items, view.as_ref(), journal),
+            ),
             WriteMsg::Purge {
                 tenant,
                 query,
@@ -311,6 +330,7 @@ fn run_group(conn: &mut Connection, group: Vec<WriteMsg>, journal: &Journal) {
         let ok = match &outcome {
             Done::Modify(_, r) => r.is_ok(),
             Done::Cas(_, r) => r.is_ok(),
+            Done::CasMany(_, r) => r.is_ok(),
             Done::Purge(_, r) => r.is_ok(),
             Done::Expire(_, r) => r.is_ok(),
             Done::Run(_, r) => r.is_ok(),
@@ -320,9 +340,11 @@ fn run_group(conn: &mut Connection, group: Vec<WriteMsg>, journal: &Journal) {
             sp.commit()
         } else {
             drop(sp);
+            temporal::forget_names();
             Ok(())
         };
         if let Err(e) = end {
+            temporal::forget_names();
             tracing::error!(error = %e, "savepoint failed");
         }
         done.push(outcome);
@@ -335,6 +357,9 @@ fn run_group(conn: &mut Connection, group: Vec<WriteMsg>, journal: &Journal) {
                         let _ = r.send(v);
                     }
                     Done::Cas(r, v) => {
+                        let _ = r.send(v);
+                    }
+                    Done::CasMany(r, v) => {
                         let _ = r.send(v);
                     }
                     Done::Purge(r, v) => {
@@ -350,6 +375,7 @@ fn run_group(conn: &mut Connection, group: Vec<WriteMsg>, journal: &Journal) {
             }
         }
         Err(e) => {
+            temporal::forget_names();
             let msg = format!("commit failed: {e}");
             tracing::error!("{msg}");
             for d in done {
@@ -358,6 +384,9 @@ fn run_group(conn: &mut Connection, group: Vec<WriteMsg>, journal: &Journal) {
                         let _ = r.send(Err(StoreError::Other(msg.clone())));
                     }
                     Done::Cas(r, _) => {
+                        let _ = r.send(Err(StoreError::Other(msg.clone())));
+                    }
+                    Done::CasMany(r, _) => {
                         let _ = r.send(Err(StoreError::Other(msg.clone())));
                     }
                     Done::Purge(r, _) => {
@@ -382,6 +411,9 @@ fn fail(m: WriteMsg, e: StoreError) {
             let _ = reply.send(Err(StoreError::Other(msg)));
         }
         WriteMsg::Cas { reply, .. } => {
+            let _ = reply.send(Err(StoreError::Other(msg)));
+        }
+        WriteMsg::CasMany { reply, .. } => {
             let _ = reply.send(Err(StoreError::Other(msg)));
         }
         WriteMsg::Purge { reply, .. } => {
@@ -575,10 +607,56 @@ fn apply_cas(
     view: Option<ViewFn>,
     journal: &Journal,
 ) -> Result<CasOutcome, StoreError> {
+    let mut counts = BTreeMap::new();
+    let out = apply_prepared(c, tenant, id, p, f, view.as_ref(), journal, &mut counts)?;
+    write_counts(c, tenant, counts)?;
+    Ok(out)
+}
+
+/// One item of a batch prepared outside the writer: answered from its snapshot, or a write to check and apply.
+enum BatchItem {
+    Answered(CasOutcome),
+    Write(String, Box<Prepared>, RetryFn),
+}
+
+/// In the writer: [`apply_cas`] for every item of a batch, the summary counters written once.
+fn apply_cas_many(
+    c: &Connection,
+    tenant: &str,
+    items: Vec<BatchItem>,
+    view: Option<&ViewFn>,
+    journal: &Journal,
+) -> Result<ModifyOutcome, StoreError> {
+    let mut counts = BTreeMap::new();
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        out.push(match item {
+            BatchItem::Answered(a) => a,
+            BatchItem::Write(id, p, f) => {
+                apply_prepared(c, tenant, &id, *p, f, view, journal, &mut counts)?
+            }
+        });
+    }
+    write_counts(c, tenant, counts)?;
+    Ok(out)
+}
+
+/// Apply one prepared change (see [`apply_cas`]); summary counter changes go to `counts`.
+#[allow(clippy::too_many_arguments)]
+fn apply_prepared(
+    c: &Connection,
+    tenant: &str,
+    id: &str,
+    p: Prepared,
+    f: RetryFn,
+    view: Option<&ViewFn>,
+    journal: &Journal,
+    counts: &mut BTreeMap<crate::AttrKey, i64>,
+) -> Result<CasOutcome, StoreError> {
     if load_raw(c, tenant, id)? != p.base {
         metrics::counter!("misto_sqlite_cas_conflicts_total").increment(1);
         let op: ModifyFn = Box::new(move |cur| f(cur));
-        let out = apply_modify(c, tenant, vec![(id.to_string(), op)], view.as_ref())?;
+        let out = apply_modify(c, tenant, vec![(id.to_string(), op)], view)?;
         journal.record_outcome(c, tenant, &out)?;
         return Ok(out
             .into_iter()
@@ -607,10 +685,9 @@ fn apply_cas(
         _ => {}
     }
     let seq = p.base.as_ref().map(|(seq, _, _)| *seq);
-    let mut counts = BTreeMap::new();
     let out = match p.action {
         PreparedAction::Put(new, plan) => {
-            apply_put(c, tenant, id, seq, *plan, &mut counts)?;
+            apply_put(c, tenant, id, seq, *plan, counts)?;
             Modified {
                 before: p.before,
                 after: Some(new),
@@ -618,7 +695,7 @@ fn apply_cas(
         }
         PreparedAction::Delete(plan) => {
             if let Some(seq) = seq {
-                apply_delete(c, seq, plan, &mut counts)?;
+                apply_delete(c, seq, plan, counts)?;
             }
             Modified {
                 before: p.before,
@@ -626,7 +703,6 @@ fn apply_cas(
             }
         }
     };
-    write_counts(c, tenant, counts)?;
     Ok(Ok(out))
 }
 
@@ -1374,6 +1450,42 @@ impl EntityStore for SqliteStore {
                 id,
                 prepared,
                 f,
+                view,
+                reply,
+            })
+            .await;
+        observe("modify", started);
+        r
+    }
+
+    async fn modify_many_retrying(
+        &self,
+        tenant: &str,
+        ops: Vec<(String, RetryFn)>,
+        view: Option<ViewFn>,
+    ) -> Result<ModifyOutcome, StoreError> {
+        let started = Instant::now();
+        // Snapshots, closures, encoding and rendering of the whole batch run on a blocking thread with a
+        // reader connection, in parallel with other requests; the writer only checks and writes.
+        let snapshot_view = view.clone();
+        let t = tenant.to_string();
+        let items = self
+            .read("modify_prepare", move |c| {
+                ops.into_iter()
+                    .map(|(id, f)| {
+                        Ok(match prepare(c, &t, &id, &f, snapshot_view.as_ref())? {
+                            Snapshot::Answer(a) => BatchItem::Answered(a),
+                            Snapshot::Write(p) => BatchItem::Write(id, p, f),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()
+            })
+            .await?;
+        let tenant = tenant.to_string();
+        let r = self
+            .send(|reply| WriteMsg::CasMany {
+                tenant,
+                items,
                 view,
                 reply,
             })

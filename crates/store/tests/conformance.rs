@@ -277,6 +277,82 @@ async fn retrying_modifications(s: Arc<dyn EntityStore>) {
     assert!(s.types("").await.unwrap().is_empty());
 }
 
+/// A closure that creates the entity with counter 1 or adds one to its counter.
+fn bump() -> RetryFn {
+    Arc::new(|cur: Option<&Entity>| {
+        let n = cur
+            .and_then(|e| e.get("n"))
+            .and_then(|l| l[0]["value"].as_i64())
+            .unwrap_or(0);
+        let mut e = cur
+            .cloned()
+            .unwrap_or_else(|| entity("urn:b:x", "T", json!({})));
+        e.insert("n".into(), json!([{"type": "Property", "value": n + 1}]));
+        Ok(Change::Put(e))
+    })
+}
+
+async fn retrying_batches(s: Arc<dyn EntityStore>) {
+    // One entity twice in a batch: the second operation sees the first one's result.
+    let out = s
+        .modify_many_retrying(
+            "",
+            vec![("urn:b:x".into(), bump()), ("urn:b:x".into(), bump())],
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(out[0].as_ref().unwrap().before.is_none());
+    assert_eq!(
+        out[1].as_ref().unwrap().before.as_ref().unwrap()["n"][0]["value"],
+        1
+    );
+    let missing: RetryFn = Arc::new(|cur: Option<&Entity>| {
+        cur.cloned()
+            .map(Change::Put)
+            .ok_or_else(|| NgsiError::not_found("none"))
+    });
+    let out = s
+        .modify_many_retrying(
+            "",
+            vec![("urn:b:none".into(), missing), ("urn:b:x".into(), bump())],
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(out[0].is_err(), "a closure error is that item's outcome");
+    assert!(out[1].is_ok(), "and does not stop the others");
+    // Batches racing with single updates of the same entity lose nothing.
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                let ops = (0..3).map(|_| ("urn:b:x".to_string(), bump())).collect();
+                for r in s.modify_many_retrying("", ops, None).await.unwrap() {
+                    r.unwrap();
+                }
+            } else {
+                s.modify_retrying("", "urn:b:x", bump(), None)
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let e = s.get("", "urn:b:x").await.unwrap().unwrap();
+    assert_eq!(
+        e["n"][0]["value"],
+        3 + 10 * 3 + 10,
+        "every increment is there"
+    );
+    let t = s.types("").await.unwrap();
+    assert_eq!(t.iter().find(|x| x.type_iri == "T").unwrap().count, 1);
+}
+
 async fn delete_and_counts(s: &dyn EntityStore) {
     put_all(s, "", vec![
         entity("urn:d:1", "T", json!({"a": [{"type": "Property", "value": 1}], "r": [{"type": "Relationship", "object": "urn:x"}]})),
@@ -738,6 +814,120 @@ async fn subscriptions(s: &dyn EntityStore) {
     assert!(s.get_subscription("t2", "urn:s:1").await.unwrap().is_some());
 }
 
+fn key(t: &str, s: &str) -> (String, String) {
+    (t.to_string(), s.to_string())
+}
+
+/// What several nodes sharing a store coordinate through: the subscriptions version, delivery leases (one
+/// holder at a time, taken over once expired) and timers (one claim per slot, reset by a subscription change).
+async fn cluster_coordination(s: &dyn EntityStore) {
+    let v0 = s.subscriptions_version().await.unwrap();
+    assert!(s
+        .put_subscription("t", "urn:s:1", &json!({"a": 1}), true)
+        .await
+        .unwrap());
+    let v1 = s.subscriptions_version().await.unwrap();
+    assert_ne!(v0, v1, "a creation changes the version");
+    assert!(!s
+        .put_subscription("t", "urn:s:1", &json!({"a": 1}), true)
+        .await
+        .unwrap());
+    assert_eq!(
+        s.subscriptions_version().await.unwrap(),
+        v1,
+        "a refused creation does not"
+    );
+    s.put_subscription("t", "urn:s:1", &json!({"a": 2}), false)
+        .await
+        .unwrap();
+    let v2 = s.subscriptions_version().await.unwrap();
+    assert_ne!(v1, v2, "a replacement changes the version");
+    s.put_subscription("t", "urn:s:2", &json!({"b": 1}), true)
+        .await
+        .unwrap();
+
+    // Leases: A takes two; B gets only the free one; A may take its own again.
+    let (s1, s2, s3) = (
+        key("t", "urn:s:1"),
+        key("t", "urn:s:2"),
+        key("t", "urn:s:3"),
+    );
+    let mut got = s
+        .lease_claim("A", &[s1.clone(), s2.clone(), s1.clone()], 1_000, 2_000)
+        .await
+        .unwrap();
+    got.sort();
+    assert_eq!(got, vec![s1.clone(), s2.clone()]);
+    let got = s
+        .lease_claim("B", &[s1.clone(), s3.clone()], 1_500, 2_500)
+        .await
+        .unwrap();
+    assert_eq!(got, vec![s3.clone()]);
+    assert_eq!(
+        s.lease_claim("A", std::slice::from_ref(&s1), 1_600, 2_600)
+            .await
+            .unwrap(),
+        vec![s1.clone()]
+    );
+    assert!(s.lease_renew("A", "t", "urn:s:1", 3_000).await.unwrap());
+    // Expired: B takes A's lease over; A's renewal then fails.
+    assert_eq!(
+        s.lease_claim("B", std::slice::from_ref(&s1), 3_000, 4_000)
+            .await
+            .unwrap(),
+        vec![s1.clone()]
+    );
+    assert!(!s.lease_renew("A", "t", "urn:s:1", 5_000).await.unwrap());
+    assert!(s.lease_renew("B", "t", "urn:s:1", 5_000).await.unwrap());
+    // Releasing someone else's lease does nothing; releasing one's own frees it.
+    s.lease_release("A", "t", "urn:s:1").await.unwrap();
+    assert!(s
+        .lease_claim("A", std::slice::from_ref(&s1), 3_100, 6_000)
+        .await
+        .unwrap()
+        .is_empty());
+    s.lease_release("B", "t", "urn:s:1").await.unwrap();
+    assert_eq!(
+        s.lease_claim("A", std::slice::from_ref(&s1), 3_100, 6_000)
+            .await
+            .unwrap(),
+        vec![s1.clone()]
+    );
+    // Deleting a subscription drops its lease.
+    s.delete_subscription("t", "urn:s:2").await.unwrap();
+    assert!(s.subscriptions_version().await.unwrap() != v2);
+    assert_eq!(
+        s.lease_claim("B", std::slice::from_ref(&s2), 1_000, 2_000)
+            .await
+            .unwrap(),
+        vec![s2.clone()]
+    );
+
+    // Timers: the first claim wins and moves the timer on; claims before it is due lose.
+    let c = s.timer_claim("t", "urn:s:1", 10_000, 500).await.unwrap();
+    assert_eq!((c.claimed, c.next_ms), (true, 10_500));
+    let c = s.timer_claim("t", "urn:s:1", 10_200, 500).await.unwrap();
+    assert_eq!((c.claimed, c.next_ms), (false, 10_500));
+    let c = s.timer_claim("t", "urn:s:1", 10_500, 500).await.unwrap();
+    assert_eq!((c.claimed, c.next_ms), (true, 11_000));
+    // Another subscription has its own timer; replacing a subscription resets it.
+    assert!(
+        s.timer_claim("t", "urn:s:9", 10_600, 500)
+            .await
+            .unwrap()
+            .claimed
+    );
+    s.put_subscription("t", "urn:s:1", &json!({"a": 3}), false)
+        .await
+        .unwrap();
+    assert!(
+        s.timer_claim("t", "urn:s:1", 10_600, 500)
+            .await
+            .unwrap()
+            .claimed
+    );
+}
+
 /// Changes are journaled in their own transaction only for tenants with subscriptions; committing a
 /// journal prefix moves notifications to the outbox, whose heads come one per subscription, in order.
 async fn journal_and_outbox(s: &dyn EntityStore) {
@@ -1140,7 +1330,9 @@ async fn run(name: &str, s: Arc<dyn EntityStore>) {
         "views" => views(s.as_ref()).await,
         "subscriptions" => subscriptions(s.as_ref()).await,
         "journal_and_outbox" => journal_and_outbox(s.as_ref()).await,
+        "cluster_coordination" => cluster_coordination(s.as_ref()).await,
         "retrying_modifications" => retrying_modifications(s).await,
+        "retrying_batches" => retrying_batches(s).await,
         "temporal" => temporal(s.as_ref()).await,
         other => panic!("unknown test {other}"),
     }
@@ -1158,6 +1350,8 @@ suite!(
     views,
     subscriptions,
     journal_and_outbox,
+    cluster_coordination,
     retrying_modifications,
+    retrying_batches,
     temporal
 );

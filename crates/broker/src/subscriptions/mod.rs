@@ -561,7 +561,7 @@ impl Broker {
                 "subscription {id} already exists"
             )));
         }
-        self.notifier.reload(self, tenant, &id).await;
+        self.notifier.subscription_changed(self, tenant, &id).await;
         Ok(id)
     }
 
@@ -705,7 +705,7 @@ impl Broker {
         self.store
             .put_subscription(tenant, id, &rec.to_stored(), false)
             .await?;
-        self.notifier.reload(self, tenant, id).await;
+        self.notifier.subscription_changed(self, tenant, id).await;
         Ok(())
     }
 
@@ -716,7 +716,7 @@ impl Broker {
         if !self.store.delete_subscription(tenant, id).await? {
             return Err(NgsiError::not_found(format!("subscription {id} not found")));
         }
-        self.notifier.forget(tenant, id);
+        self.notifier.subscription_changed(self, tenant, id).await;
         Ok(())
     }
 }

@@ -10,7 +10,7 @@ use sqlx::{Postgres, Row, Transaction};
 use super::{decode, encode, PgStore};
 use crate::notify::{
     DeliveryStatus, JournalEntry, NewNotification, NotifyStore, PendingNotification, Settle,
-    StoredSubscription,
+    StoredSubscription, SubscriptionKey, TimerClaim,
 };
 use crate::{Modified, StoreError};
 
@@ -93,6 +93,24 @@ fn entity_of(s: Option<String>) -> Result<Option<Entity>, StoreError> {
     s.as_deref().map(decode).transpose()
 }
 
+/// A subscription was created, replaced or deleted: a new version (which other nodes notice), and its timer
+/// starts afresh.
+async fn subscription_changed(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: &str,
+    id: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE subscriptions_version SET v = v + 1")
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("DELETE FROM subscription_timers WHERE tenant = $1 AND subscription_id = $2")
+        .bind(tenant)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// The advisory lock key under which one node at a time consumes the journal.
 const JOURNAL_LOCK: i64 = 0x6d69_7374_6f4a; // "mistoJ"
 
@@ -106,28 +124,25 @@ impl NotifyStore for PgStore {
         create: bool,
     ) -> Result<bool, StoreError> {
         let text = doc.to_string();
-        if create {
-            let r = sqlx::query(
-                "INSERT INTO subscriptions (tenant, id, doc) VALUES ($1, $2, $3) ON CONFLICT (tenant, id) DO NOTHING",
-            )
-            .bind(tenant)
-            .bind(id)
-            .bind(&text)
-            .execute(&self.pool)
-            .await?;
-            Ok(r.rows_affected() == 1)
+        let mut tx = self.pool.begin().await?;
+        let sql = if create {
+            "INSERT INTO subscriptions (tenant, id, doc) VALUES ($1, $2, $3) ON CONFLICT (tenant, id) DO NOTHING"
         } else {
-            sqlx::query(
-                "INSERT INTO subscriptions (tenant, id, doc) VALUES ($1, $2, $3)
-                 ON CONFLICT (tenant, id) DO UPDATE SET doc = EXCLUDED.doc",
-            )
+            "INSERT INTO subscriptions (tenant, id, doc) VALUES ($1, $2, $3)
+             ON CONFLICT (tenant, id) DO UPDATE SET doc = EXCLUDED.doc"
+        };
+        let r = sqlx::query(sql)
             .bind(tenant)
             .bind(id)
             .bind(&text)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-            Ok(true)
+        if r.rows_affected() != 1 {
+            return Ok(false);
         }
+        subscription_changed(&mut tx, tenant, id).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn get_subscription(
@@ -173,6 +188,14 @@ impl NotifyStore for PgStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        if n > 0 {
+            sqlx::query("DELETE FROM delivery_leases WHERE tenant = $1 AND subscription_id = $2")
+                .bind(tenant)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            subscription_changed(&mut tx, tenant, id).await?;
+        }
         tx.commit().await?;
         Ok(n > 0)
     }
@@ -316,6 +339,114 @@ impl NotifyStore for PgStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(n as u64)
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    async fn subscriptions_version(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT v FROM subscriptions_version")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn lease_claim(
+        &self,
+        node: &str,
+        subs: &[SubscriptionKey],
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<Vec<SubscriptionKey>, StoreError> {
+        // One row may be touched once per statement, and rows are locked in one order on every node (no
+        // deadlock between two nodes claiming overlapping sets).
+        let mut keys = subs.to_vec();
+        keys.sort();
+        keys.dedup();
+        let (tenants, ids): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "INSERT INTO delivery_leases (tenant, subscription_id, node, until_ms)
+             SELECT t, s, $3, $4 FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS u(t, s, n) ORDER BY n
+             ON CONFLICT (tenant, subscription_id) DO UPDATE SET node = EXCLUDED.node, until_ms = EXCLUDED.until_ms
+             WHERE delivery_leases.until_ms <= $5 OR delivery_leases.node = EXCLUDED.node
+             RETURNING tenant, subscription_id",
+        )
+        .bind(&tenants)
+        .bind(&ids)
+        .bind(node)
+        .bind(until_ms)
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
+    async fn lease_renew(
+        &self,
+        node: &str,
+        tenant: &str,
+        subscription_id: &str,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let n = sqlx::query(
+            "UPDATE delivery_leases SET until_ms = $4 WHERE tenant = $1 AND subscription_id = $2 AND node = $3",
+        )
+        .bind(tenant)
+        .bind(subscription_id)
+        .bind(node)
+        .bind(until_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn lease_release(
+        &self,
+        node: &str,
+        tenant: &str,
+        subscription_id: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM delivery_leases WHERE tenant = $1 AND subscription_id = $2 AND node = $3",
+        )
+        .bind(tenant)
+        .bind(subscription_id)
+        .bind(node)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn timer_claim(
+        &self,
+        tenant: &str,
+        subscription_id: &str,
+        now_ms: i64,
+        every_ms: i64,
+    ) -> Result<TimerClaim, StoreError> {
+        let next = now_ms.saturating_add(every_ms);
+        // Claimed: the row the upsert wrote. Not claimed: the timer as it stands (a row another node inserted
+        // after this statement's snapshot is not seen; then the slot is simply not ours).
+        let row: Option<(bool, i64)> = sqlx::query_as(
+            "WITH up AS (
+                 INSERT INTO subscription_timers (tenant, subscription_id, next_ms) VALUES ($1, $2, $3)
+                 ON CONFLICT (tenant, subscription_id) DO UPDATE SET next_ms = EXCLUDED.next_ms
+                 WHERE subscription_timers.next_ms <= $4
+                 RETURNING next_ms)
+             SELECT true, next_ms FROM up
+             UNION ALL
+             SELECT false, next_ms FROM subscription_timers
+             WHERE tenant = $1 AND subscription_id = $2 AND NOT EXISTS (SELECT 1 FROM up)",
+        )
+        .bind(tenant)
+        .bind(subscription_id)
+        .bind(next)
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        let (claimed, next_ms) = row.unwrap_or((false, next));
+        Ok(TimerClaim { claimed, next_ms })
     }
 }
 

@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::{doc, SqliteStore, WriteMsg};
 use crate::notify::{
     DeliveryStatus, JournalEntry, NewNotification, NotifyStore, PendingNotification, Settle,
-    StoredSubscription,
+    StoredSubscription, SubscriptionKey, TimerClaim,
 };
 use crate::StoreError;
 
@@ -198,6 +198,15 @@ fn blob_entity(v: rusqlite::types::ValueRef<'_>) -> Result<Option<Entity>, Store
     }
 }
 
+/// A subscription was created, replaced or deleted: a new version, and its timer starts afresh.
+fn subscription_changed(c: &Connection, tenant: &str, id: &str) -> Result<(), StoreError> {
+    c.prepare_cached("UPDATE subscriptions_version SET v = v + 1")?
+        .execute([])?;
+    c.prepare_cached("DELETE FROM subscription_timers WHERE tenant = ?1 AND subscription_id = ?2")?
+        .execute(params![tenant, id])?;
+    Ok(())
+}
+
 #[async_trait]
 impl NotifyStore for SqliteStore {
     async fn put_subscription(
@@ -229,6 +238,7 @@ impl NotifyStore for SqliteStore {
                 )?
                 .execute(params![tenant, id, text])?;
             }
+            subscription_changed(c, &tenant, &id)?;
             journal.refresh(c, &tenant)?;
             Ok(true)
         })
@@ -282,6 +292,11 @@ impl NotifyStore for SqliteStore {
                 .execute(params![tenant, id])?;
             c.prepare_cached("DELETE FROM outbox WHERE tenant = ?1 AND subscription_id = ?2")?
                 .execute(params![tenant, id])?;
+            c.prepare_cached(
+                "DELETE FROM delivery_leases WHERE tenant = ?1 AND subscription_id = ?2",
+            )?
+            .execute(params![tenant, id])?;
+            subscription_changed(c, &tenant, &id)?;
             journal.refresh(c, &tenant)?;
             Ok(n > 0)
         })
@@ -433,6 +448,113 @@ impl NotifyStore for SqliteStore {
         self.read("outbox", |c| {
             let n: i64 = c.query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))?;
             Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn subscriptions_version(&self) -> Result<i64, StoreError> {
+        self.read("subscriptions", |c| {
+            Ok(c.query_row("SELECT v FROM subscriptions_version", [], |r| r.get(0))?)
+        })
+        .await
+    }
+
+    async fn lease_claim(
+        &self,
+        node: &str,
+        subs: &[SubscriptionKey],
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<Vec<SubscriptionKey>, StoreError> {
+        let (node, subs) = (node.to_string(), subs.to_vec());
+        self.write(move |c| {
+            let mut st = c.prepare_cached(
+                "INSERT INTO delivery_leases (tenant, subscription_id, node, until_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (tenant, subscription_id) DO UPDATE SET node = excluded.node, until_ms = excluded.until_ms
+                 WHERE delivery_leases.until_ms <= ?5 OR delivery_leases.node = excluded.node",
+            )?;
+            let mut out = Vec::new();
+            for (t, s) in subs {
+                if st.execute(params![t, s, node, until_ms, now_ms])? == 1 && !out.contains(&(t.clone(), s.clone())) {
+                    out.push((t, s));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn lease_renew(
+        &self,
+        node: &str,
+        tenant: &str,
+        subscription_id: &str,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let (node, tenant, sub) = (
+            node.to_string(),
+            tenant.to_string(),
+            subscription_id.to_string(),
+        );
+        self.write(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE delivery_leases SET until_ms = ?4 WHERE tenant = ?1 AND subscription_id = ?2 AND node = ?3",
+                )?
+                .execute(params![tenant, sub, node, until_ms])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn lease_release(
+        &self,
+        node: &str,
+        tenant: &str,
+        subscription_id: &str,
+    ) -> Result<(), StoreError> {
+        let (node, tenant, sub) = (
+            node.to_string(),
+            tenant.to_string(),
+            subscription_id.to_string(),
+        );
+        self.write(move |c| {
+            c.prepare_cached(
+                "DELETE FROM delivery_leases WHERE tenant = ?1 AND subscription_id = ?2 AND node = ?3",
+            )?
+            .execute(params![tenant, sub, node])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn timer_claim(
+        &self,
+        tenant: &str,
+        subscription_id: &str,
+        now_ms: i64,
+        every_ms: i64,
+    ) -> Result<TimerClaim, StoreError> {
+        let (tenant, sub) = (tenant.to_string(), subscription_id.to_string());
+        self.write(move |c| {
+            let next = now_ms.saturating_add(every_ms);
+            let claimed = c
+                .prepare_cached(
+                    "INSERT INTO subscription_timers (tenant, subscription_id, next_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (tenant, subscription_id) DO UPDATE SET next_ms = excluded.next_ms
+                     WHERE subscription_timers.next_ms <= ?4",
+                )?
+                .execute(params![tenant, sub, next, now_ms])?
+                == 1;
+            if claimed {
+                return Ok(TimerClaim { claimed, next_ms: next });
+            }
+            let next_ms: i64 = c.query_row(
+                "SELECT next_ms FROM subscription_timers WHERE tenant = ?1 AND subscription_id = ?2",
+                params![tenant, sub],
+                |r| r.get(0),
+            )?;
+            Ok(TimerClaim { claimed, next_ms })
         })
         .await
     }

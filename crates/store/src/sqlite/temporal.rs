@@ -22,61 +22,109 @@ fn column(p: TimeProperty) -> &'static str {
     }
 }
 
-/// Store an entity's types for its history (in the writer; replaces what was there).
+thread_local! {
+    /// Name numbers the writer has read or given (names are never deleted). Only the writer thread fills it;
+    /// it is emptied whenever the writer rolls work back ([`forget_names`]), which may undo a number it gave.
+    static NAMES: std::cell::RefCell<HashMap<(String, String), i64>> = std::cell::RefCell::new(HashMap::new());
+}
+
+/// The writer rolled something back: name numbers given since the last commit may not exist.
+pub(super) fn forget_names() {
+    NAMES.with(|n| n.borrow_mut().clear());
+}
+
+/// The number of a name (attribute or type IRI) of the tenant, given one on first use.
+fn name_id(c: &Connection, tenant: &str, name: &str) -> Result<i64, StoreError> {
+    let key = (tenant.to_string(), name.to_string());
+    if let Some(nid) = NAMES.with(|n| n.borrow().get(&key).copied()) {
+        return Ok(nid);
+    }
+    let nid = lookup_or_give_name(c, tenant, name)?;
+    NAMES.with(|n| n.borrow_mut().insert(key, nid));
+    Ok(nid)
+}
+
+fn lookup_or_give_name(c: &Connection, tenant: &str, name: &str) -> Result<i64, StoreError> {
+    let found: Option<i64> = c
+        .prepare_cached("SELECT nid FROM temporal_names WHERE tenant = ?1 AND name = ?2")?
+        .query_row(params![tenant, name], |r| r.get(0))
+        .optional()?;
+    if let Some(nid) = found {
+        return Ok(nid);
+    }
+    c.prepare_cached("INSERT INTO temporal_names (tenant, name) VALUES (?1, ?2)")?
+        .execute(params![tenant, name])?;
+    Ok(c.last_insert_rowid())
+}
+
+/// The number of an entity with a history (None: it has none).
+fn entity_eid(c: &Connection, tenant: &str, entity: &str) -> Result<Option<i64>, StoreError> {
+    Ok(
+        c.prepare_cached("SELECT eid FROM temporal_entities WHERE tenant = ?1 AND id = ?2")?
+            .query_row(params![tenant, entity], |r| r.get(0))
+            .optional()?,
+    )
+}
+
+/// Record an entity's types for its history: replace what entity `eid` had, or create the entity (None).
 fn write_types(
     c: &Connection,
     tenant: &str,
     entity: &str,
+    eid: Option<i64>,
     types: &[String],
-) -> Result<(), StoreError> {
+) -> Result<i64, StoreError> {
     let text = serde_json::to_string(types).map_err(|e| StoreError::Other(e.to_string()))?;
-    c.prepare_cached(
-        "INSERT INTO temporal_entities (tenant, id, types) VALUES (?1, ?2, ?3)
-         ON CONFLICT (tenant, id) DO UPDATE SET types = excluded.types WHERE types <> excluded.types",
-    )?
-    .execute(params![tenant, entity, text])?;
-    c.prepare_cached("DELETE FROM temporal_types WHERE tenant = ?1 AND id = ?2")?
-        .execute(params![tenant, entity])?;
-    let mut ins = c.prepare_cached(
-        "INSERT OR IGNORE INTO temporal_types (tenant, type, id) VALUES (?1, ?2, ?3)",
-    )?;
+    let eid = match eid {
+        Some(eid) => {
+            c.prepare_cached(
+                "UPDATE temporal_entities SET types = ?2 WHERE eid = ?1 AND types <> ?2",
+            )?
+            .execute(params![eid, text])?;
+            c.prepare_cached("DELETE FROM temporal_types WHERE eid = ?1")?
+                .execute(params![eid])?;
+            eid
+        }
+        None => {
+            c.prepare_cached(
+                "INSERT INTO temporal_entities (tenant, id, types) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![tenant, entity, text])?;
+            c.last_insert_rowid()
+        }
+    };
+    let mut ins =
+        c.prepare_cached("INSERT OR IGNORE INTO temporal_types (eid, nid) VALUES (?1, ?2)")?;
     for t in types {
-        ins.execute(params![tenant, t, entity])?;
+        ins.execute(params![eid, name_id(c, tenant, t)?])?;
     }
-    Ok(())
+    Ok(eid)
 }
 
-/// The series number of (entity, attribute, datasetId), created on first use (with the entity's types when the
-/// entity has no history yet).
+/// The series number of (entity, attribute, datasetId), created on first use (`fresh`: the entity's history
+/// begins now, so it has no series yet).
 fn series_id(
     c: &Connection,
     tenant: &str,
-    entity: &str,
+    eid: i64,
+    fresh: bool,
     attr: &str,
     dataset: &str,
-    types: &[String],
 ) -> Result<i64, StoreError> {
-    let found: Option<i64> = c
-        .prepare_cached(
-            "SELECT sid FROM temporal_series WHERE tenant = ?1 AND entity = ?2 AND attr = ?3 AND dataset = ?4",
-        )?
-        .query_row(params![tenant, entity, attr, dataset], |r| r.get(0))
-        .optional()?;
-    if let Some(sid) = found {
-        return Ok(sid);
+    let aid = name_id(c, tenant, attr)?;
+    if !fresh {
+        let found: Option<i64> = c
+            .prepare_cached(
+                "SELECT sid FROM temporal_series WHERE eid = ?1 AND aid = ?2 AND dataset = ?3",
+            )?
+            .query_row(params![eid, aid, dataset], |r| r.get(0))
+            .optional()?;
+        if let Some(sid) = found {
+            return Ok(sid);
+        }
     }
-    let known: bool = c
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM temporal_entities WHERE tenant = ?1 AND id = ?2)",
-        )?
-        .query_row(params![tenant, entity], |r| r.get(0))?;
-    if !known {
-        write_types(c, tenant, entity, types)?;
-    }
-    c.prepare_cached(
-        "INSERT INTO temporal_series (tenant, entity, attr, dataset) VALUES (?1, ?2, ?3, ?4)",
-    )?
-    .execute(params![tenant, entity, attr, dataset])?;
+    c.prepare_cached("INSERT INTO temporal_series (eid, aid, dataset) VALUES (?1, ?2, ?3)")?
+        .execute(params![eid, aid, dataset])?;
     Ok(c.last_insert_rowid())
 }
 
@@ -90,9 +138,12 @@ pub(super) fn record(
     types_changed: bool,
     instances: &[NewInstance],
 ) -> Result<(), StoreError> {
-    if types_changed {
-        write_types(c, tenant, entity, types)?;
-    }
+    let found = entity_eid(c, tenant, entity)?;
+    let fresh = found.is_none();
+    let eid = match found {
+        Some(eid) if !types_changed => eid,
+        found => write_types(c, tenant, entity, found, types)?,
+    };
     let mut sids: HashMap<(&str, &str), i64> = HashMap::new();
     let mut ins = c.prepare_cached(
         "INSERT INTO attr_instances (sid, t, observed, created, modified, num, doc, expires) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -102,7 +153,7 @@ pub(super) fn record(
         let sid = match sids.get(&key) {
             Some(s) => *s,
             None => {
-                let s = series_id(c, tenant, entity, &i.attr, &i.dataset, types)?;
+                let s = series_id(c, tenant, eid, fresh, &i.attr, &i.dataset)?;
                 sids.insert(key, s);
                 s
             }
@@ -151,7 +202,9 @@ fn series_of(
     sid: i64,
 ) -> Result<Option<(String, String)>, StoreError> {
     Ok(c.prepare_cached(
-        "SELECT attr, dataset FROM temporal_series WHERE sid = ?1 AND tenant = ?2",
+        "SELECT n.name, s.dataset FROM temporal_series s
+         JOIN temporal_entities e ON e.eid = s.eid JOIN temporal_names n ON n.nid = s.aid
+         WHERE s.sid = ?1 AND e.tenant = ?2",
     )?
     .query_row(params![sid, tenant], |r| Ok((r.get(0)?, r.get(1)?)))
     .optional()?)
@@ -165,7 +218,9 @@ fn attr_sids(
     attr: &str,
 ) -> Result<Vec<i64>, StoreError> {
     let mut st = c.prepare_cached(
-        "SELECT sid FROM temporal_series WHERE tenant = ?1 AND entity = ?2 AND attr = ?3",
+        "SELECT s.sid FROM temporal_entities e
+         JOIN temporal_series s ON s.eid = e.eid JOIN temporal_names n ON n.nid = s.aid
+         WHERE e.tenant = ?1 AND e.id = ?2 AND n.name = ?3",
     )?;
     let rows = st.query_map(params![tenant, entity, attr], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -189,7 +244,7 @@ impl TemporalStore for SqliteStore {
             let mut sql = String::from("SELECT e.id, e.types FROM temporal_entities e");
             if let Some(types) = &sel.types {
                 sql.push_str(&format!(
-                    " WHERE e.tenant = ?1 AND EXISTS (SELECT 1 FROM temporal_types t WHERE t.tenant = e.tenant AND t.id = e.id AND t.type IN ({}))",
+                    " WHERE e.tenant = ?1 AND EXISTS (SELECT 1 FROM temporal_types t JOIN temporal_names n ON n.nid = t.nid WHERE t.eid = e.eid AND n.name IN ({}))",
                     placeholders(types.len())
                 ));
                 if types.is_empty() {
@@ -240,7 +295,9 @@ impl TemporalStore for SqliteStore {
         let attrs = attrs.map(<[String]>::to_vec);
         self.read("temporal", move |c| {
             let mut st = c.prepare_cached(
-                "SELECT sid, attr, dataset FROM temporal_series WHERE tenant = ?1 AND entity = ?2 ORDER BY attr, dataset",
+                "SELECT s.sid, n.name, s.dataset FROM temporal_entities e
+                 JOIN temporal_series s ON s.eid = e.eid JOIN temporal_names n ON n.nid = s.aid
+                 WHERE e.tenant = ?1 AND e.id = ?2 ORDER BY n.name, s.dataset",
             )?;
             let rows = st.query_map(params![tenant, entity], |r| {
                 Ok(Series {
@@ -373,23 +430,17 @@ impl TemporalStore for SqliteStore {
     async fn temporal_delete_entity(&self, tenant: &str, entity: &str) -> Result<bool, StoreError> {
         let (tenant, entity) = (tenant.to_string(), entity.to_string());
         self.write(move |c| {
+            let Some(eid) = entity_eid(c, &tenant, &entity)? else {
+                return Ok(false);
+            };
             c.execute(
-                "DELETE FROM attr_instances WHERE sid IN (SELECT sid FROM temporal_series WHERE tenant = ?1 AND entity = ?2)",
-                params![tenant, entity],
+                "DELETE FROM attr_instances WHERE sid IN (SELECT sid FROM temporal_series WHERE eid = ?1)",
+                params![eid],
             )?;
-            c.execute(
-                "DELETE FROM temporal_series WHERE tenant = ?1 AND entity = ?2",
-                params![tenant, entity],
-            )?;
-            c.execute(
-                "DELETE FROM temporal_types WHERE tenant = ?1 AND id = ?2",
-                params![tenant, entity],
-            )?;
-            let n = c.execute(
-                "DELETE FROM temporal_entities WHERE tenant = ?1 AND id = ?2",
-                params![tenant, entity],
-            )?;
-            Ok(n > 0)
+            c.execute("DELETE FROM temporal_series WHERE eid = ?1", params![eid])?;
+            c.execute("DELETE FROM temporal_types WHERE eid = ?1", params![eid])?;
+            c.execute("DELETE FROM temporal_entities WHERE eid = ?1", params![eid])?;
+            Ok(true)
         })
         .await
     }
@@ -405,7 +456,9 @@ impl TemporalStore for SqliteStore {
         let dataset = dataset.map(str::to_string);
         self.write(move |c| {
             let mut st = c.prepare_cached(
-                "SELECT sid FROM temporal_series WHERE tenant = ?1 AND entity = ?2 AND attr = ?3 AND (?4 IS NULL OR dataset = ?4)",
+                "SELECT s.sid FROM temporal_entities e
+                 JOIN temporal_series s ON s.eid = e.eid JOIN temporal_names n ON n.nid = s.aid
+                 WHERE e.tenant = ?1 AND e.id = ?2 AND n.name = ?3 AND (?4 IS NULL OR s.dataset = ?4)",
             )?;
             let sids = st
                 .query_map(params![tenant, entity, attr, dataset], |r| r.get::<_, i64>(0))?
@@ -464,7 +517,8 @@ impl TemporalStore for SqliteStore {
         self.read("temporal", move |c| {
             let mut st = c.prepare_cached(&format!(
                 "SELECT {INSTANCE_COLUMNS}, s.dataset FROM attr_instances a JOIN temporal_series s ON s.sid = a.sid
-                 WHERE a.iid = ?1 AND s.tenant = ?2 AND s.entity = ?3 AND s.attr = ?4"
+                 JOIN temporal_entities e ON e.eid = s.eid JOIN temporal_names n ON n.nid = s.aid
+                 WHERE a.iid = ?1 AND e.tenant = ?2 AND e.id = ?3 AND n.name = ?4"
             ))?;
             Ok(st
                 .query_row(params![iid, tenant, entity, attr], |r| {
@@ -521,10 +575,11 @@ impl TemporalStore for SqliteStore {
             let n = c
                 .prepare_cached(
                     "DELETE FROM attr_instances WHERE iid IN (
-                         SELECT a.iid FROM temporal_types ty
-                         JOIN temporal_series s ON s.tenant = ty.tenant AND s.entity = ty.id
+                         SELECT a.iid FROM temporal_names n
+                         JOIN temporal_types ty ON ty.nid = n.nid
+                         JOIN temporal_series s ON s.eid = ty.eid
                          JOIN attr_instances a ON a.sid = s.sid
-                         WHERE ty.type = ?1 AND a.t < ?2 LIMIT ?3)",
+                         WHERE n.name = ?1 AND a.t < ?2 LIMIT ?3)",
                 )?
                 .execute(params![type_iri, before_ms, batch])?;
             Ok(n as u64)
