@@ -456,8 +456,22 @@ fn apply_modify(
     ops: Vec<(String, ModifyFn)>,
     view: Option<&ViewFn>,
 ) -> Result<ModifyOutcome, StoreError> {
-    let mut out = Vec::with_capacity(ops.len());
     let mut counts: BTreeMap<crate::AttrKey, i64> = BTreeMap::new();
+    let out = apply_modify_counting(c, tenant, ops, view, &mut counts)?;
+    write_counts(c, tenant, counts)?;
+    Ok(out)
+}
+
+/// [`apply_modify`] leaving the summary counter changes in `counts`: counters may be written only once per
+/// message, as they drop to zero rows (a decrease applied before the increase it follows would lose a row).
+fn apply_modify_counting(
+    c: &Connection,
+    tenant: &str,
+    ops: Vec<(String, ModifyFn)>,
+    view: Option<&ViewFn>,
+    counts: &mut BTreeMap<crate::AttrKey, i64>,
+) -> Result<ModifyOutcome, StoreError> {
+    let mut out = Vec::with_capacity(ops.len());
     for (id, f) in ops {
         let current = load(c, tenant, &id)?;
         let before = current.as_ref().map(|(_, e)| e);
@@ -480,7 +494,7 @@ fn apply_modify(
             })),
             Change::Put(new) | Change::PutRendered(new, _) => {
                 let plan = plan_put(old.as_ref(), &new, view, rendered)?;
-                apply_put(c, tenant, &id, seq, plan, &mut counts)?;
+                apply_put(c, tenant, &id, seq, plan, counts)?;
                 out.push(Ok(Modified {
                     before: old,
                     after: Some(new),
@@ -488,7 +502,7 @@ fn apply_modify(
             }
             Change::Delete => {
                 if let (Some(seq), Some(old)) = (seq, &old) {
-                    apply_delete(c, seq, plan_delete(old), &mut counts)?;
+                    apply_delete(c, seq, plan_delete(old), counts)?;
                 }
                 out.push(Ok(Modified {
                     before: old,
@@ -497,7 +511,6 @@ fn apply_modify(
             }
         }
     }
-    write_counts(c, tenant, counts)?;
     Ok(out)
 }
 
@@ -656,7 +669,7 @@ fn apply_prepared(
     if load_raw(c, tenant, id)? != p.base {
         metrics::counter!("misto_sqlite_cas_conflicts_total").increment(1);
         let op: ModifyFn = Box::new(move |cur| f(cur));
-        let out = apply_modify(c, tenant, vec![(id.to_string(), op)], view)?;
+        let out = apply_modify_counting(c, tenant, vec![(id.to_string(), op)], view, counts)?;
         journal.record_outcome(c, tenant, &out)?;
         return Ok(out
             .into_iter()
