@@ -21,40 +21,11 @@ impl Version {
     }
 }
 
-/// Members of an entity that are not attributes (and what stands for them in a rendered entity).
-const ENTITY_MEMBERS: &[&str] = &[
-    "id",
-    "type",
-    "@context",
-    "scope",
-    "expiresAt",
-    "createdAt",
-    "modifiedAt",
-    "deletedAt",
-];
-
-/// Members of an attribute instance that are not sub-attributes.
-const INSTANCE_MEMBERS: &[&str] = &[
-    "type",
-    "value",
-    "object",
-    "languageMap",
-    "vocab",
-    "json",
-    "valueList",
-    "objectList",
-    "datasetId",
-    "observedAt",
-    "unitCode",
-    "expiresAt",
-    "valueType",
-    "objectType",
-    "createdAt",
-    "modifiedAt",
-    "deletedAt",
-    "instanceId",
-    "lang",
-];
+/// Whether a member of an attribute instance is one of its own (not a sub-attribute). `valueType` (V1.9) is
+/// not parsed on input, so the parser's list leaves it out.
+fn is_instance_member(k: &str) -> bool {
+    crate::entity::INSTANCE_MEMBERS.contains(&k) || k == "valueType"
+}
 
 /// Amend a rendered entity for a consumer of version `v`; true when anything changed.
 pub fn downgrade_entity(e: &mut Map<String, Value>, v: Version) -> bool {
@@ -76,7 +47,7 @@ pub fn downgrade_entity(e: &mut Map<String, Value>, v: Version) -> bool {
     }
     let names: Vec<String> = e
         .keys()
-        .filter(|k| !ENTITY_MEMBERS.contains(&k.as_str()))
+        .filter(|k| !crate::entity::ENTITY_MEMBERS.contains(&k.as_str()))
         .cloned()
         .collect();
     for n in names {
@@ -181,7 +152,7 @@ fn downgrade_instance(inst: &mut Value, v: Version) -> bool {
     // Sub-attributes follow the same rules.
     let subs: Vec<String> = i
         .keys()
-        .filter(|k| !INSTANCE_MEMBERS.contains(&k.as_str()))
+        .filter(|k| !is_instance_member(k))
         .cloned()
         .collect();
     for s in subs {
