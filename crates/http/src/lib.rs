@@ -96,6 +96,12 @@ impl AppState {
 
 /// The full router.
 pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The full router with `extra` routes beside the NGSI-LD API (domain modules' own APIs, e.g. the device
+/// layer's); they share the request metrics, the trailing-slash rule and the 404 fallback.
+pub fn router_with(state: AppState, extra: Router) -> Router {
     let api = Router::new()
         .route(
             "/entities",
@@ -189,8 +195,9 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
         .fallback(health::not_found)
-        .layer(middleware::from_fn(track))
-        .with_state(state);
+        .with_state(state)
+        .merge(extra)
+        .layer(middleware::from_fn(track));
     // `/entities/` and `/entities` are the same resource (clients and the ETSI suite use both); the slash
     // goes before routing, so every route answers either way.
     Router::new().fallback_service(

@@ -42,6 +42,15 @@ pub struct ServeArgs {
     /// This node's name in a cluster (delivery leases, logs); unique per node [default: a random UUID]
     #[arg(long, env = "MISTO_NODE_ID")]
     pub node_id: Option<String>,
+    /// Bearer token the LoRaWAN network-server integrations (/integrations/...) must send [default: none, open]
+    #[arg(long, env = "MISTO_INTEGRATION_TOKEN")]
+    pub integration_token: Option<String>,
+    /// Time limit of one payload-codec run, in milliseconds [default: 100]
+    #[arg(long, env = "MISTO_CODEC_TIMEOUT_MS")]
+    pub codec_timeout_ms: Option<u64>,
+    /// Memory limit of a payload codec, in MiB [default: 16]
+    #[arg(long, env = "MISTO_CODEC_MEMORY_MB")]
+    pub codec_memory_mb: Option<usize>,
 }
 
 /// The same settings as read from the TOML file.
@@ -58,6 +67,9 @@ struct FileConfig {
     log_format: Option<String>,
     bus_url: Option<String>,
     node_id: Option<String>,
+    integration_token: Option<String>,
+    codec_timeout_ms: Option<u64>,
+    codec_memory_mb: Option<usize>,
     /// Entity type → ISO 8601 duration: attribute instances older than that are removed (`[temporal_retention]`).
     temporal_retention: Option<std::collections::BTreeMap<String, String>>,
 }
@@ -75,6 +87,9 @@ pub struct Settings {
     pub log_json: bool,
     pub bus_url: Option<String>,
     pub node_id: String,
+    pub integration_token: Option<String>,
+    pub codec_timeout_ms: u64,
+    pub codec_memory_mb: usize,
     /// (entity type, ISO 8601 duration) retention rules of the temporal store.
     pub temporal_retention: Vec<(String, String)>,
 }
@@ -132,6 +147,20 @@ pub fn resolve(args: &ServeArgs, file: Option<&Path>) -> anyhow::Result<Settings
     if body_limit < 1024 {
         bail!("the body limit must be at least 1024 bytes");
     }
+    let codec_timeout_ms = args
+        .codec_timeout_ms
+        .or(file_cfg.codec_timeout_ms)
+        .unwrap_or(100);
+    if !(1..=60_000).contains(&codec_timeout_ms) {
+        bail!("the codec time limit must be 1–60000 ms");
+    }
+    let codec_memory_mb = args
+        .codec_memory_mb
+        .or(file_cfg.codec_memory_mb)
+        .unwrap_or(16);
+    if !(1..=1024).contains(&codec_memory_mb) {
+        bail!("the codec memory limit must be 1–1024 MiB");
+    }
     Ok(Settings {
         http_addr: args
             .http_addr
@@ -149,6 +178,13 @@ pub fn resolve(args: &ServeArgs, file: Option<&Path>) -> anyhow::Result<Settings
         log_json,
         bus_url,
         node_id,
+        integration_token: args
+            .integration_token
+            .clone()
+            .or(file_cfg.integration_token)
+            .filter(|t| !t.is_empty()),
+        codec_timeout_ms,
+        codec_memory_mb,
         temporal_retention: file_cfg
             .temporal_retention
             .unwrap_or_default()

@@ -97,8 +97,20 @@ pub async fn serve(s: Settings, seeder: Option<Seeder>) -> anyhow::Result<()> {
         metrics,
     )
     .await;
-    let app = misto_http::router(state);
-    tracing::info!(%addr, "misto is listening: NGSI-LD API at http://{addr}/ngsi-ld/v1");
+    let devices = misto_devices::Devices::new(
+        broker.clone(),
+        misto_devices::DevicesConfig {
+            codec_threads: 2,
+            codec_limits: misto_devices::CodecLimits {
+                time: Duration::from_millis(s.codec_timeout_ms),
+                memory: s.codec_memory_mb << 20,
+            },
+            integration_token: s.integration_token.clone(),
+        },
+    )
+    .context("cannot start the payload-codec threads")?;
+    let app = misto_http::router_with(state, misto_devices::http::router(devices));
+    tracing::info!(%addr, "misto is listening: NGSI-LD API at http://{addr}/ngsi-ld/v1, devices at /devices/v1");
     println!("misto listening on http://{addr}");
     if let Some(seed) = seeder {
         let b = broker.clone();

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use misto_ngsild::{Entity, NgsiError};
 
+pub mod devices;
 mod doc;
 pub mod notify;
 pub mod postgres;
@@ -17,6 +18,7 @@ pub mod sqlite;
 mod summary;
 pub mod temporal;
 
+pub use devices::DeviceStore;
 pub use notify::NotifyStore;
 pub use summary::AttrKey;
 pub use temporal::TemporalStore;
@@ -181,7 +183,7 @@ pub struct TypeSummary {
 }
 
 #[async_trait]
-pub trait EntityStore: NotifyStore + TemporalStore + Send + Sync + 'static {
+pub trait EntityStore: NotifyStore + TemporalStore + DeviceStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
 

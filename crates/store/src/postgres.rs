@@ -16,6 +16,7 @@ use crate::{
     TypeSummary, ViewFn,
 };
 
+mod devices;
 mod notify;
 mod temporal;
 

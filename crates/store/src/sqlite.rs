@@ -35,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0007_temporal_integer_keys.sql"),
     include_str!("../migrations/sqlite/0008_cluster.sql"),
     include_str!("../migrations/sqlite/0009_transient_instances.sql"),
+    include_str!("../migrations/sqlite/0020_devices.sql"),
 ];
 /// Geo instances indexed per entity (gid = seq * GEO_SLOTS + n).
 const GEO_SLOTS: i64 = 64;
@@ -42,6 +43,7 @@ const GEO_SLOTS: i64 = 64;
 const MAX_GROUP: usize = 512;
 const SCAN_CHUNK: usize = 500;
 
+mod devices;
 mod notify;
 mod temporal;
 

@@ -1329,6 +1329,200 @@ async fn temporal(s: &dyn EntityStore) {
         .all(|e| e.id != "urn:e:2"));
 }
 
+async fn devices(s: &dyn EntityStore) {
+    use misto_store::devices::{DeviceRecord, HealthUpdate};
+    let d = DeviceRecord {
+        tenant: "t".into(),
+        id: "a1".into(),
+        dev_eui: Some("0101010101010101".into()),
+        profile_id: Some("p".into()),
+        token_hash: Some("$argon2id$x".into()),
+        doc: json!({"name": "one"}),
+        ..Default::default()
+    };
+    assert!(s.put_device(&d, true).await.unwrap());
+    assert!(
+        !s.put_device(&d, true).await.unwrap(),
+        "create refuses an existing id"
+    );
+    // Another device cannot take the same DevEUI.
+    let twin = DeviceRecord {
+        id: "a2".into(),
+        ..d.clone()
+    };
+    assert!(!s.put_device(&twin, false).await.unwrap());
+    let other_tenant = DeviceRecord {
+        tenant: "u".into(),
+        ..d.clone()
+    };
+    assert!(s.put_device(&other_tenant, true).await.unwrap());
+    assert_eq!(s.get_device("t", "a1").await.unwrap().unwrap(), d);
+    assert_eq!(
+        s.device_by_eui("t", "0101010101010101")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        "a1"
+    );
+    assert!(s.device_by_eui("t", "ff").await.unwrap().is_none());
+    let plain = DeviceRecord {
+        id: "b".into(),
+        dev_eui: None,
+        ..d.clone()
+    };
+    assert!(s.put_device(&plain, true).await.unwrap());
+    let ids: Vec<String> = s
+        .list_devices("t", None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(ids, ["a1", "b"]);
+    let ids: Vec<String> = s
+        .list_devices("t", Some("a1"), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(ids, ["b"]);
+
+    // Health: frame-counter gaps add up; a lower counter (re-join) is no loss; absent news keeps old values.
+    let up = |t: i64, f: i64| HealthUpdate {
+        seen_ms: Some(t),
+        fcnt: Some(f),
+        rssi: Some(-80.0),
+        snr: Some(7.5),
+        gateway: Some("gw1".into()),
+        ..Default::default()
+    };
+    s.update_health("t", "a1", &up(1000, 10))
+        .await
+        .unwrap()
+        .unwrap();
+    let h = s
+        .update_health("t", "a1", &up(2000, 13))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (h.fcnt_gaps, h.last_fcnt, h.uplinks, h.last_seen_ms),
+        (2, Some(13), 2, Some(2000))
+    );
+    let h = s
+        .update_health("t", "a1", &up(3000, 1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((h.fcnt_gaps, h.last_fcnt), (2, Some(1)));
+    let h = s
+        .update_health(
+            "t",
+            "a1",
+            &HealthUpdate {
+                battery: Some(0.5),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (h.battery, h.rssi, h.uplinks, h.gateway.as_deref()),
+        (Some(0.5), Some(-80.0), 3, Some("gw1"))
+    );
+    assert!(s
+        .update_health("t", "nope", &up(1, 1))
+        .await
+        .unwrap()
+        .is_none());
+    // Replacing a device keeps its health.
+    s.put_device(
+        &DeviceRecord {
+            doc: json!({"name": "renamed"}),
+            ..d.clone()
+        },
+        false,
+    )
+    .await
+    .unwrap();
+    let got = s.get_device("t", "a1").await.unwrap().unwrap();
+    assert_eq!(
+        (got.doc["name"].as_str(), got.health.uplinks),
+        (Some("renamed"), 3)
+    );
+    assert_eq!(
+        s.get_device("u", "a1")
+            .await
+            .unwrap()
+            .unwrap()
+            .health
+            .uplinks,
+        0
+    );
+    assert!(s.delete_device("t", "b").await.unwrap());
+    assert!(!s.delete_device("t", "b").await.unwrap());
+
+    // Profiles.
+    assert!(s
+        .put_profile("t", "p", &json!({"v": 1}), true)
+        .await
+        .unwrap());
+    assert!(!s
+        .put_profile("t", "p", &json!({"v": 2}), true)
+        .await
+        .unwrap());
+    assert!(s
+        .put_profile("t", "p", &json!({"v": 3}), false)
+        .await
+        .unwrap());
+    assert_eq!(
+        s.get_profile("t", "p").await.unwrap(),
+        Some(json!({"v": 3}))
+    );
+    assert_eq!(s.get_profile("u", "p").await.unwrap(), None);
+    assert_eq!(
+        s.list_profiles("t").await.unwrap(),
+        vec![("p".to_string(), json!({"v": 3}))]
+    );
+    assert!(s.delete_profile("t", "p").await.unwrap());
+    assert!(s.list_profiles("t").await.unwrap().is_empty());
+
+    // Dead letters.
+    let a = s
+        .add_dead_letter("t", 5, Some("a1"), "codec threw", &json!({"bytes": "AQ=="}))
+        .await
+        .unwrap();
+    let b = s
+        .add_dead_letter("t", 6, None, "unknown device", &json!({}))
+        .await
+        .unwrap();
+    s.add_dead_letter("u", 7, None, "x", &json!({}))
+        .await
+        .unwrap();
+    assert!(b > a);
+    let all = s.list_dead_letters("t", 0, 10).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(
+        (
+            all[0].reason.as_str(),
+            all[0].device.as_deref(),
+            &all[0].uplink
+        ),
+        ("codec threw", Some("a1"), &json!({"bytes": "AQ=="}))
+    );
+    assert_eq!(s.list_dead_letters("t", a, 10).await.unwrap().len(), 1);
+    assert_eq!(s.count_dead_letters("t").await.unwrap(), 2);
+    assert!(s.delete_dead_letter("t", a).await.unwrap());
+    assert!(
+        !s.delete_dead_letter("u", b).await.unwrap(),
+        "another tenant's dead letter is out of reach"
+    );
+    assert_eq!(s.count_dead_letters("t").await.unwrap(), 1);
+}
+
 macro_rules! suite {
     ($($name:ident),*) => {
         mod sqlite_ {
@@ -1359,6 +1553,7 @@ async fn run(name: &str, s: Arc<dyn EntityStore>) {
         "retrying_modifications" => retrying_modifications(s).await,
         "retrying_batches" => retrying_batches(s).await,
         "temporal" => temporal(s.as_ref()).await,
+        "devices" => devices(s.as_ref()).await,
         other => panic!("unknown test {other}"),
     }
 }
@@ -1378,5 +1573,6 @@ suite!(
     cluster_coordination,
     retrying_modifications,
     retrying_batches,
-    temporal
+    temporal,
+    devices
 );

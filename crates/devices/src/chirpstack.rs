@@ -1,0 +1,90 @@
+//! ChirpStack v4 integration events (the proto3 JSON mapping of `integration.proto`): `up`, `join`,
+//! `status`, `ack`, `txack`, `log`, `location`. Parsing is lenient: proto3 JSON leaves out fields that are
+//! zero or empty (an `fCnt` of 0, a `data` of no bytes), so every field may be absent.
+
+use serde_json::Value;
+
+use crate::uplink::{number, text, DeviceEvent, EventKind, Uplink};
+
+/// A parsed ChirpStack event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Up(Uplink),
+    Device(DeviceEvent),
+}
+
+fn dev_eui(body: &Value) -> Option<String> {
+    text(body.pointer("/deviceInfo/devEui")).map(|s| s.to_ascii_lowercase())
+}
+
+fn device_name(body: &Value) -> Option<String> {
+    text(body.pointer("/deviceInfo/deviceName"))
+}
+
+/// Parse the body of event `event` (`?event=` of the HTTP integration, or the MQTT topic's last level).
+pub fn parse(event: &str, body: &Value) -> Result<Event, String> {
+    if !body.is_object() {
+        return Err("a ChirpStack event is a JSON object".into());
+    }
+    let time = text(body.get("time"));
+    let base = |kind| DeviceEvent {
+        source: "chirpstack".into(),
+        dev_eui: dev_eui(body),
+        device_id: device_name(body),
+        time: time.clone(),
+        kind,
+    };
+    Ok(match event {
+        "up" => {
+            // The best-received copy: highest RSSI among the gateways.
+            let best = body.get("rxInfo").and_then(Value::as_array).and_then(|rx| {
+                rx.iter().max_by(|a, b| {
+                    let (x, y) = (number(a.get("rssi")), number(b.get("rssi")));
+                    x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal)
+                })
+            });
+            Event::Up(Uplink {
+                source: "chirpstack".into(),
+                dev_eui: dev_eui(body),
+                device_id: device_name(body),
+                time,
+                f_port: number(body.get("fPort")).map(|f| f as u32),
+                f_cnt: Some(number(body.get("fCnt")).unwrap_or(0.0) as i64),
+                bytes: Some(text(body.get("data")).unwrap_or_default()),
+                decoded: body.get("object").filter(|o| o.is_object()).cloned(),
+                rssi: best.and_then(|b| number(b.get("rssi"))),
+                snr: best.and_then(|b| number(b.get("snr"))),
+                gateway: best.and_then(|b| text(b.get("gatewayId"))),
+            })
+        }
+        "status" => {
+            // batteryLevel is a percentage; batteryLevelUnavailable / externalPowerSource mean there is none.
+            let unavailable = body.get("batteryLevelUnavailable") == Some(&Value::Bool(true))
+                || body.get("externalPowerSource") == Some(&Value::Bool(true));
+            let battery = if unavailable {
+                None
+            } else {
+                Some(number(body.get("batteryLevel")).unwrap_or(0.0) / 100.0)
+            };
+            Event::Device(base(EventKind::Status {
+                battery,
+                margin: Some(number(body.get("margin")).unwrap_or(0.0)),
+            }))
+        }
+        "join" => Event::Device(base(EventKind::Join)),
+        "ack" => Event::Device(base(EventKind::DownlinkAck {
+            acknowledged: body.get("acknowledged") == Some(&Value::Bool(true)),
+        })),
+        "txack" => Event::Device(base(EventKind::DownlinkSent)),
+        "log" => Event::Device(base(EventKind::Log {
+            level: text(body.get("level")).unwrap_or_else(|| "INFO".into()),
+            description: text(body.get("description")).unwrap_or_default(),
+        })),
+        "location" => {
+            let lat = number(body.pointer("/location/latitude")).unwrap_or(0.0);
+            let lon = number(body.pointer("/location/longitude")).unwrap_or(0.0);
+            Event::Device(base(EventKind::Location { lon, lat }))
+        }
+        other => return Err(format!("unknown ChirpStack event '{other}'")),
+    })
+}

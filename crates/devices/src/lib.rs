@@ -1,0 +1,71 @@
+//! The device layer of misto: a registry of devices (NGSI-LD `Device` entities plus private records),
+//! device profiles (codec, mapping to a Smart Data Model, test vectors), LoRaWAN network-server integrations
+//! (ChirpStack v4, The Things Stack v3), HTTP ingest with device tokens, JavaScript payload codecs and dead
+//! letters. It writes entities only through [`misto_broker::Broker`], like every domain module; its private
+//! tables sit behind [`misto_store::DeviceStore`].
+//!
+//! Every transport ends in [`Devices::uplink`] (or [`Devices::event`]) with a transport-independent
+//! [`Uplink`], so an MQTT listener can feed the same pipeline.
+
+pub mod chirpstack;
+pub mod codec;
+pub mod error;
+pub mod http;
+mod ingest;
+pub mod model;
+mod registry;
+pub mod tts;
+pub mod uplink;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use misto_broker::Broker;
+
+pub use codec::{CodecEngine, CodecLimits};
+pub use error::DeviceError;
+pub use ingest::Outcome;
+pub use uplink::{DeviceEvent, EventKind, Uplink};
+
+/// Settings of the device layer.
+#[derive(Debug, Clone, Default)]
+pub struct DevicesConfig {
+    /// Threads that run codecs (0: one).
+    pub codec_threads: usize,
+    pub codec_limits: CodecLimits,
+    /// When set, the network-server integrations (`/integrations/...`) require
+    /// `Authorization: Bearer <this>`.
+    pub integration_token: Option<String>,
+}
+
+/// The device layer. Cheap to clone.
+#[derive(Clone)]
+pub struct Devices {
+    pub broker: Broker,
+    codecs: CodecEngine,
+    config: DevicesConfig,
+    /// Device tokens verified already (SHA-256 of the token → tenant and device), so argon2 runs once per
+    /// token, not once per uplink.
+    verified: Arc<Mutex<HashMap<[u8; 32], (String, String)>>>,
+    /// Target entities this process has written with their current `refDevice` and `location` (a hash of
+    /// tenant, entity and location): those unchanging members are left out of later uplinks, so each reading
+    /// adds history only for what it measured.
+    linked: Arc<Mutex<HashSet<u64>>>,
+}
+
+impl Devices {
+    pub fn new(broker: Broker, config: DevicesConfig) -> std::io::Result<Devices> {
+        let codecs = CodecEngine::start(config.codec_threads.max(1), config.codec_limits)?;
+        Ok(Devices {
+            broker,
+            codecs,
+            config,
+            verified: Arc::default(),
+            linked: Arc::default(),
+        })
+    }
+
+    pub fn codecs(&self) -> &CodecEngine {
+        &self.codecs
+    }
+}

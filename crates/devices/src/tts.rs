@@ -1,0 +1,86 @@
+//! The Things Stack v3 application-layer messages (webhooks and MQTT share the JSON): `uplink_message`,
+//! `join_accept`, `downlink_ack`, `downlink_nack`, `downlink_sent`, `downlink_failed`, `downlink_queued`,
+//! `location_solved`, `service_data`. Empty, zero and false fields are left out by TTS; all are optional here.
+
+use serde_json::Value;
+
+use crate::chirpstack::Event;
+use crate::uplink::{number, text, DeviceEvent, EventKind, Uplink};
+
+fn ids(body: &Value) -> (Option<String>, Option<String>) {
+    (
+        text(body.pointer("/end_device_ids/dev_eui")).map(|s| s.to_ascii_lowercase()),
+        text(body.pointer("/end_device_ids/device_id")),
+    )
+}
+
+/// The message kind of a body, from the member it carries (webhook paths name it too, but may be anything).
+pub fn kind_of(body: &Value) -> Option<&'static str> {
+    const KINDS: &[&str] = &[
+        "uplink_message",
+        "join_accept",
+        "downlink_ack",
+        "downlink_nack",
+        "downlink_sent",
+        "downlink_failed",
+        "downlink_queued",
+        "location_solved",
+        "service_data",
+    ];
+    KINDS.iter().copied().find(|k| body.get(*k).is_some())
+}
+
+pub fn parse(body: &Value) -> Result<Event, String> {
+    let kind = kind_of(body)
+        .ok_or("no TTS message member (uplink_message, join_accept, …) in the body")?;
+    let (dev_eui, device_id) = ids(body);
+    let time = text(body.get("received_at"));
+    let base = |kind| DeviceEvent {
+        source: "tts".into(),
+        dev_eui: dev_eui.clone(),
+        device_id: device_id.clone(),
+        time: time.clone(),
+        kind,
+    };
+    Ok(match kind {
+        "uplink_message" => {
+            let up = &body["uplink_message"];
+            let best = up
+                .get("rx_metadata")
+                .and_then(Value::as_array)
+                .and_then(|rx| {
+                    rx.iter().max_by(|a, b| {
+                        let (x, y) = (number(a.get("rssi")), number(b.get("rssi")));
+                        x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal)
+                    })
+                });
+            Event::Up(Uplink {
+                source: "tts".into(),
+                dev_eui: dev_eui.clone(),
+                device_id: device_id.clone(),
+                time: time.clone().or_else(|| text(up.get("received_at"))),
+                f_port: number(up.get("f_port")).map(|f| f as u32),
+                f_cnt: Some(number(up.get("f_cnt")).unwrap_or(0.0) as i64),
+                bytes: Some(text(up.get("frm_payload")).unwrap_or_default()),
+                decoded: up.get("decoded_payload").filter(|o| o.is_object()).cloned(),
+                rssi: best.and_then(|b| number(b.get("rssi")).or(number(b.get("channel_rssi")))),
+                snr: best.and_then(|b| number(b.get("snr"))),
+                gateway: best.and_then(|b| text(b.pointer("/gateway_ids/gateway_id"))),
+            })
+        }
+        "join_accept" => Event::Device(base(EventKind::Join)),
+        "downlink_ack" => Event::Device(base(EventKind::DownlinkAck { acknowledged: true })),
+        "downlink_nack" | "downlink_failed" => Event::Device(base(EventKind::DownlinkAck {
+            acknowledged: false,
+        })),
+        "downlink_sent" => Event::Device(base(EventKind::DownlinkSent)),
+        "location_solved" => {
+            let loc = &body["location_solved"]["location"];
+            Event::Device(base(EventKind::Location {
+                lon: number(loc.get("longitude")).unwrap_or(0.0),
+                lat: number(loc.get("latitude")).unwrap_or(0.0),
+            }))
+        }
+        _ => Event::Device(base(EventKind::Other)),
+    })
+}

@@ -1,0 +1,102 @@
+//! The transport-independent form of what devices and network servers send: every integration (ChirpStack,
+//! The Things Stack, HTTP ingest, and later MQTT) turns its messages into these and hands them to
+//! [`crate::Ingest`].
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One uplink of one device.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Uplink {
+    /// `chirpstack`, `tts`, `http`, …
+    pub source: String,
+    /// DevEUI (lower-case hex) when the sender knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev_eui: Option<String>,
+    /// The device's id in misto (or the network server's device name), when no DevEUI identifies it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    /// When it was received (RFC 3339); None: when misto received it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub f_port: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub f_cnt: Option<i64>,
+    /// The application payload, base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<String>,
+    /// An object decoded already (by the network server, or sent as JSON by the device).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoded: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rssi: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snr: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+}
+
+impl Uplink {
+    /// The payload bytes (None: absent or not base64).
+    pub fn payload(&self) -> Option<Vec<u8>> {
+        self.bytes
+            .as_deref()
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+    }
+}
+
+/// What a non-uplink event says about a device.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DeviceEvent {
+    pub source: String,
+    pub dev_eui: Option<String>,
+    pub device_id: Option<String>,
+    pub time: Option<String>,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum EventKind {
+    /// Battery level 0–1 (None: the device cannot tell), link margin in dB.
+    Status {
+        battery: Option<f64>,
+        margin: Option<f64>,
+    },
+    Join,
+    /// A downlink was acknowledged (`true`) or not / failed.
+    DownlinkAck {
+        acknowledged: bool,
+    },
+    /// The gateway sent a downlink.
+    DownlinkSent,
+    /// Position as [longitude, latitude].
+    Location {
+        lon: f64,
+        lat: f64,
+    },
+    /// A network-server log line.
+    Log {
+        level: String,
+        description: String,
+    },
+    #[default]
+    Other,
+}
+
+/// Read a JSON number that proto3/TTS JSON may also write as a string (64-bit integers, frequencies).
+pub fn number(v: Option<&Value>) -> Option<f64> {
+    match v? {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+pub fn text(v: Option<&Value>) -> Option<String> {
+    v.and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}

@@ -1,0 +1,37 @@
+-- The device layer's private records (misto-devices): devices, device profiles and dead letters. The public
+-- side of a device is its NGSI-LD Device entity, written through the broker like any entity.
+CREATE TABLE devices (
+    tenant TEXT NOT NULL,
+    id TEXT NOT NULL,
+    dev_eui TEXT,
+    profile_id TEXT,
+    token_hash TEXT,
+    doc TEXT NOT NULL,
+    last_seen_ms BIGINT,
+    battery DOUBLE PRECISION,
+    rssi DOUBLE PRECISION,
+    snr DOUBLE PRECISION,
+    gateway TEXT,
+    last_fcnt BIGINT,
+    fcnt_gaps BIGINT NOT NULL DEFAULT 0,
+    uplinks BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant, id)
+);
+CREATE UNIQUE INDEX devices_by_eui ON devices (tenant, dev_eui) WHERE dev_eui IS NOT NULL;
+
+CREATE TABLE device_profiles (
+    tenant TEXT NOT NULL,
+    id TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (tenant, id)
+);
+
+CREATE TABLE dead_letters (
+    id BIGSERIAL PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    at_ms BIGINT NOT NULL,
+    device TEXT,
+    reason TEXT NOT NULL,
+    uplink TEXT NOT NULL
+);
+CREATE INDEX dead_letters_by_tenant ON dead_letters (tenant, id);
