@@ -9,14 +9,9 @@ use serde_json::{json, Value};
 pub enum DeviceError {
     #[error("{0}")]
     Invalid(String),
-    /// A profile's codec failed one of its test vectors (the vector and what came out).
-    #[error("codec test vector '{name}' failed: {detail}")]
-    VectorFailed {
-        name: String,
-        detail: String,
-        vector: Value,
-        got: Value,
-    },
+    /// A profile's codec failed one of its test vectors.
+    #[error("codec test vector '{}' failed: {}", .0.name, .0.detail)]
+    VectorFailed(Box<VectorFailure>),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -27,6 +22,15 @@ pub enum DeviceError {
     Store(#[from] misto_store::StoreError),
     #[error("{}", .0.detail)]
     Broker(NgsiError),
+}
+
+/// A failed codec test vector: the vector and what came out.
+#[derive(Debug)]
+pub struct VectorFailure {
+    pub name: String,
+    pub detail: String,
+    pub vector: Value,
+    pub got: Value,
 }
 
 impl From<NgsiError> for DeviceError {
@@ -43,7 +47,7 @@ impl DeviceError {
     fn status_and_kind(&self) -> (StatusCode, &'static str) {
         match self {
             DeviceError::Invalid(_) => (StatusCode::BAD_REQUEST, "BadRequestData"),
-            DeviceError::VectorFailed { .. } => (StatusCode::BAD_REQUEST, "CodecTestVectorFailed"),
+            DeviceError::VectorFailed(_) => (StatusCode::BAD_REQUEST, "CodecTestVectorFailed"),
             DeviceError::NotFound(_) => (StatusCode::NOT_FOUND, "ResourceNotFound"),
             DeviceError::Conflict(_) => (StatusCode::CONFLICT, "AlreadyExists"),
             DeviceError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "Unauthorized"),
@@ -71,11 +75,9 @@ impl IntoResponse for DeviceError {
                 "detail": self.to_string(),
             }),
         };
-        if let (DeviceError::VectorFailed { vector, got, .. }, Some(o)) =
-            (&self, body.as_object_mut())
-        {
-            o.insert("vector".into(), vector.clone());
-            o.insert("got".into(), got.clone());
+        if let (DeviceError::VectorFailed(f), Some(o)) = (&self, body.as_object_mut()) {
+            o.insert("vector".into(), f.vector.clone());
+            o.insert("got".into(), f.got.clone());
         }
         let mut r = (status, body.to_string()).into_response();
         r.headers_mut().insert(

@@ -38,6 +38,9 @@ pub struct DevicesConfig {
     pub integration_token: Option<String>,
 }
 
+/// (tenant, device id).
+type TenantDevice = (String, String);
+
 /// The device layer. Cheap to clone.
 #[derive(Clone)]
 pub struct Devices {
@@ -46,7 +49,7 @@ pub struct Devices {
     config: DevicesConfig,
     /// Device tokens verified already (SHA-256 of the token → tenant and device), so argon2 runs once per
     /// token, not once per uplink.
-    verified: Arc<Mutex<HashMap<[u8; 32], (String, String)>>>,
+    verified: Arc<Mutex<HashMap<[u8; 32], TenantDevice>>>,
     /// Target entities this process has written with their current `refDevice` and `location` (a hash of
     /// tenant, entity and location): those unchanging members are left out of later uplinks, so each reading
     /// adds history only for what it measured.

@@ -147,11 +147,13 @@ impl Devices {
                 "fPort": v.input.f_port.unwrap_or(1),
                 "recvTime": v.input.recv_time.clone().unwrap_or_else(misto_ngsild::validate::now),
             });
-            let failed = |detail: String, got: Value| DeviceError::VectorFailed {
-                name: v.name.clone(),
-                detail,
-                vector: vector.clone(),
-                got,
+            let failed = |detail: String, got: Value| {
+                DeviceError::VectorFailed(Box::new(crate::error::VectorFailure {
+                    name: v.name.clone(),
+                    detail,
+                    vector: vector.clone(),
+                    got,
+                }))
             };
             let out = self
                 .codecs()
