@@ -88,3 +88,72 @@ pub fn parse(event: &str, body: &Value) -> Result<Event, String> {
         other => return Err(format!("unknown ChirpStack event '{other}'")),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn absent_fields_are_zero_or_empty() {
+        // proto3 JSON leaves out fCnt 0, empty data, and everything else that is zero.
+        let Event::Up(up) =
+            parse("up", &json!({"deviceInfo": {"devEui": "0A0B0C0D0E0F0102"}})).unwrap()
+        else {
+            panic!("an uplink")
+        };
+        assert_eq!(up.dev_eui.as_deref(), Some("0a0b0c0d0e0f0102"));
+        assert_eq!(
+            (up.f_cnt, up.f_port, up.payload()),
+            (Some(0), None, Some(vec![]))
+        );
+        assert_eq!((up.rssi, up.gateway, up.decoded), (None, None, None));
+        let Event::Up(up) = parse("up", &json!({})).unwrap() else {
+            panic!()
+        };
+        assert_eq!(up.dev_eui, None);
+    }
+
+    #[test]
+    fn best_gateway_and_64_bit_strings() {
+        let body = json!({
+            "fCnt": "4294967295",
+            "rxInfo": [{"gatewayId": "a", "rssi": -110, "snr": -3}, {"gatewayId": "b", "rssi": -70, "snr": 9}, {}]
+        });
+        let Event::Up(up) = parse("up", &body).unwrap() else {
+            panic!()
+        };
+        assert_eq!(up.f_cnt, Some(4294967295));
+        assert_eq!(
+            (up.gateway.as_deref(), up.rssi, up.snr),
+            (Some("b"), Some(-70.0), Some(9.0))
+        );
+    }
+
+    #[test]
+    fn status_battery_is_a_fraction_or_unknown() {
+        let Event::Device(ev) = parse("status", &json!({"batteryLevel": 50})).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            ev.kind,
+            EventKind::Status {
+                battery: Some(0.5),
+                margin: Some(0.0)
+            }
+        );
+        let Event::Device(ev) = parse("status", &json!({"batteryLevelUnavailable": true})).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            ev.kind,
+            EventKind::Status {
+                battery: None,
+                margin: Some(0.0)
+            }
+        );
+        assert!(parse("up", &json!([1])).is_err());
+        assert!(parse("integration", &json!({})).is_err());
+    }
+}

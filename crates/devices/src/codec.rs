@@ -305,3 +305,89 @@ pub fn same_json(a: &Value, b: &Value) -> bool {
         _ => a == b,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn engine() -> CodecEngine {
+        CodecEngine::start(
+            1,
+            CodecLimits {
+                time: Duration::from_millis(50),
+                memory: 8 << 20,
+            },
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn decode_sees_bytes_port_and_a_date() {
+        let src: Arc<str> = Arc::from(
+            "function decodeUplink(i) { return {data: {n: i.bytes.length, port: i.fPort, year: i.recvTime.getUTCFullYear()}}; }",
+        );
+        let out = engine()
+            .run(
+                src,
+                Entry::Decode,
+                json!({"bytes": [1, 2, 3], "fPort": 7, "recvTime": "2025-05-01T00:00:00Z"}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(out, json!({"data": {"n": 3, "port": 7, "year": 2025}}));
+    }
+
+    #[tokio::test]
+    async fn encode_downlink() {
+        let src: Arc<str> = Arc::from(
+            "function encodeDownlink(i) { return {bytes: [i.data.relay ? 1 : 0], fPort: 10}; }",
+        );
+        let out = engine()
+            .run(src, Entry::Encode, json!({"data": {"relay": true}}))
+            .await
+            .unwrap();
+        assert_eq!(out, json!({"bytes": [1], "fPort": 10}));
+    }
+
+    #[tokio::test]
+    async fn limits_and_failures_are_told_apart() {
+        let e = engine();
+        let run = |src: &str| e.run(Arc::from(src), Entry::Decode, json!({"bytes": []}));
+        assert_eq!(
+            run("function decodeUplink() { for (;;) {} }").await,
+            Err(CodecError::Timeout(50))
+        );
+        assert_eq!(
+            run("function decodeUplink() { var s = 'x'; for (;;) { s = s + s; } }").await,
+            Err(CodecError::Memory)
+        );
+        assert!(matches!(
+            run("function decodeUplink( {").await,
+            Err(CodecError::Compile(_))
+        ));
+        assert!(matches!(
+            run("function decodeUplink() { return undefined; }").await,
+            Err(CodecError::Garbage(_))
+        ));
+        assert_eq!(
+            run("function decodeUplink() { throw 'nope'; }").await,
+            Err(CodecError::Threw("nope".into()))
+        );
+        // Top-level code that loops is stopped too.
+        assert_eq!(run("for (;;) {}").await, Err(CodecError::Timeout(50)));
+        // The thread is still there.
+        assert!(run("function decodeUplink() { return {data: {}}; }")
+            .await
+            .is_ok());
+    }
+
+    #[test]
+    fn numbers_compare_as_numbers() {
+        assert!(same_json(
+            &json!({"a": [4, 1.5]}),
+            &json!({"a": [4.0, 1.5]})
+        ));
+        assert!(!same_json(&json!({"a": 1}), &json!({"a": 1, "b": 2})));
+    }
+}

@@ -84,3 +84,50 @@ pub fn parse(body: &Value) -> Result<Event, String> {
         _ => Event::Device(base(EventKind::Other)),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn minimal_uplink() {
+        let Event::Up(up) =
+            parse(&json!({"end_device_ids": {"device_id": "d"}, "uplink_message": {}})).unwrap()
+        else {
+            panic!("an uplink")
+        };
+        assert_eq!(
+            (up.device_id.as_deref(), up.dev_eui.as_deref(), up.f_cnt),
+            (Some("d"), None, Some(0))
+        );
+        assert_eq!(up.payload(), Some(vec![]));
+    }
+
+    #[test]
+    fn kinds_come_from_the_body() {
+        let Event::Device(ev) = parse(&json!({"downlink_failed": {}})).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            ev.kind,
+            EventKind::DownlinkAck {
+                acknowledged: false
+            }
+        );
+        let Event::Device(ev) =
+            parse(&json!({"location_solved": {"location": {"latitude": 50.4, "longitude": 30.5}}}))
+                .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            ev.kind,
+            EventKind::Location {
+                lon: 30.5,
+                lat: 50.4
+            }
+        );
+        assert!(parse(&json!({"something": {}})).is_err());
+    }
+}
