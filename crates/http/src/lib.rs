@@ -11,10 +11,10 @@ mod ops;
 mod paging;
 mod params;
 mod precheck;
-mod problem;
+pub mod problem;
 mod rendered;
 mod representation;
-mod request;
+pub mod request;
 mod subscriptions;
 mod temporal;
 
@@ -96,6 +96,12 @@ impl AppState {
 
 /// The full router.
 pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The router with the routes of domain modules (which carry their own state) beside the NGSI-LD API: they
+/// share the request metrics, the trailing-slash rule and the 404 answer.
+pub fn router_with(state: AppState, domains: Router) -> Router {
     let api = Router::new()
         .route(
             "/entities",
@@ -189,8 +195,9 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
         .fallback(health::not_found)
-        .layer(middleware::from_fn(track))
-        .with_state(state);
+        .with_state(state)
+        .merge(domains)
+        .layer(middleware::from_fn(track));
     // `/entities/` and `/entities` are the same resource (clients and the ETSI suite use both); the slash
     // goes before routing, so every route answers either way.
     Router::new().fallback_service(

@@ -60,6 +60,8 @@ struct FileConfig {
     node_id: Option<String>,
     /// Entity type → ISO 8601 duration: attribute instances older than that are removed (`[temporal_retention]`).
     temporal_retention: Option<std::collections::BTreeMap<String, String>>,
+    /// Environment monitoring: radiation control level, air alert category, water rules (`[environment]`).
+    environment: Option<misto_environment::Config>,
 }
 
 /// Effective settings.
@@ -77,6 +79,7 @@ pub struct Settings {
     pub node_id: String,
     /// (entity type, ISO 8601 duration) retention rules of the temporal store.
     pub temporal_retention: Vec<(String, String)>,
+    pub environment: misto_environment::Config,
 }
 
 /// Merge flags/env over the file over defaults.
@@ -154,6 +157,7 @@ pub fn resolve(args: &ServeArgs, file: Option<&Path>) -> anyhow::Result<Settings
             .unwrap_or_default()
             .into_iter()
             .collect(),
+        environment: file_cfg.environment.unwrap_or_default(),
     })
 }
 
@@ -189,6 +193,14 @@ mod tests {
             resolve(&args, Some(&f)).is_err(),
             "a bus URL that is not nats://"
         );
+        std::fs::write(
+            &f,
+            "[environment]\nradiation_control_level = 0.3\n\n[[environment.water_rules]]\nattribute = \"NO2\"\nmax = 0.5\n",
+        )
+        .unwrap();
+        let s = resolve(&ServeArgs::default(), Some(&f)).unwrap();
+        assert_eq!(s.environment.radiation_control_level, 0.3);
+        assert_eq!(s.environment.water_rules[0].attribute, "NO2");
         std::fs::write(&f, "nonsense = 1\n").unwrap();
         assert!(resolve(&ServeArgs::default(), Some(&f)).is_err());
     }

@@ -97,7 +97,12 @@ pub async fn serve(s: Settings, seeder: Option<Seeder>) -> anyhow::Result<()> {
         metrics,
     )
     .await;
-    let app = misto_http::router(state);
+    let monitor = misto_environment::Monitor::new(broker.clone(), s.environment.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("environment: {e}"))?;
+    let monitor = Arc::new(monitor);
+    let environment = monitor.clone().spawn();
+    let app = misto_http::router_with(state, misto_environment::public::router(monitor));
     tracing::info!(%addr, "misto is listening: NGSI-LD API at http://{addr}/ngsi-ld/v1");
     println!("misto listening on http://{addr}");
     if let Some(seed) = seeder {
@@ -114,6 +119,7 @@ pub async fn serve(s: Settings, seeder: Option<Seeder>) -> anyhow::Result<()> {
         .context("the HTTP server failed")?;
     expiry.abort();
     notifier.abort();
+    environment.abort();
     if let Some(r) = retention {
         r.abort();
     }
