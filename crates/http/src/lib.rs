@@ -11,10 +11,10 @@ mod ops;
 mod paging;
 mod params;
 mod precheck;
-mod problem;
+pub mod problem;
 mod rendered;
 mod representation;
-mod request;
+pub mod request;
 mod subscriptions;
 mod temporal;
 
@@ -99,9 +99,9 @@ pub fn router(state: AppState) -> Router {
     router_with(state, Router::new())
 }
 
-/// The full router with `extra` routes beside the NGSI-LD API (domain modules' own APIs, e.g. the device
-/// layer's); they share the request metrics, the trailing-slash rule and the 404 fallback.
-pub fn router_with(state: AppState, extra: Router) -> Router {
+/// The router with the routes of domain modules (which carry their own state) beside the NGSI-LD API: they
+/// share the request metrics, the trailing-slash rule and the 404 answer.
+pub fn router_with(state: AppState, domains: Router) -> Router {
     let api = Router::new()
         .route(
             "/entities",
@@ -196,7 +196,7 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         .route("/metrics", get(health::metrics))
         .fallback(health::not_found)
         .with_state(state)
-        .merge(extra)
+        .merge(domains)
         .layer(middleware::from_fn(track));
     // `/entities/` and `/entities` are the same resource (clients and the ETSI suite use both); the slash
     // goes before routing, so every route answers either way.

@@ -72,6 +72,8 @@ struct FileConfig {
     codec_memory_mb: Option<usize>,
     /// Entity type → ISO 8601 duration: attribute instances older than that are removed (`[temporal_retention]`).
     temporal_retention: Option<std::collections::BTreeMap<String, String>>,
+    /// Environment monitoring: radiation control level, air alert category, water rules (`[environment]`).
+    environment: Option<misto_environment::Config>,
 }
 
 /// Effective settings.
@@ -92,6 +94,7 @@ pub struct Settings {
     pub codec_memory_mb: usize,
     /// (entity type, ISO 8601 duration) retention rules of the temporal store.
     pub temporal_retention: Vec<(String, String)>,
+    pub environment: misto_environment::Config,
 }
 
 /// Merge flags/env over the file over defaults.
@@ -190,6 +193,7 @@ pub fn resolve(args: &ServeArgs, file: Option<&Path>) -> anyhow::Result<Settings
             .unwrap_or_default()
             .into_iter()
             .collect(),
+        environment: file_cfg.environment.unwrap_or_default(),
     })
 }
 
@@ -225,6 +229,14 @@ mod tests {
             resolve(&args, Some(&f)).is_err(),
             "a bus URL that is not nats://"
         );
+        std::fs::write(
+            &f,
+            "[environment]\nradiation_control_level = 0.3\n\n[[environment.water_rules]]\nattribute = \"NO2\"\nmax = 0.5\n",
+        )
+        .unwrap();
+        let s = resolve(&ServeArgs::default(), Some(&f)).unwrap();
+        assert_eq!(s.environment.radiation_control_level, 0.3);
+        assert_eq!(s.environment.water_rules[0].attribute, "NO2");
         std::fs::write(&f, "nonsense = 1\n").unwrap();
         assert!(resolve(&ServeArgs::default(), Some(&f)).is_err());
     }

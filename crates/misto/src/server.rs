@@ -97,6 +97,11 @@ pub async fn serve(s: Settings, seeder: Option<Seeder>) -> anyhow::Result<()> {
         metrics,
     )
     .await;
+    let monitor = misto_environment::Monitor::new(broker.clone(), s.environment.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("environment: {e}"))?;
+    let monitor = Arc::new(monitor);
+    let environment = monitor.clone().spawn();
     let devices = misto_devices::Devices::new(
         broker.clone(),
         misto_devices::DevicesConfig {
@@ -109,7 +114,9 @@ pub async fn serve(s: Settings, seeder: Option<Seeder>) -> anyhow::Result<()> {
         },
     )
     .context("cannot start the payload-codec threads")?;
-    let app = misto_http::router_with(state, misto_devices::http::router(devices));
+    let domains = misto_environment::public::router(monitor)
+        .merge(misto_devices::http::router(devices));
+    let app = misto_http::router_with(state, domains);
     tracing::info!(%addr, "misto is listening: NGSI-LD API at http://{addr}/ngsi-ld/v1, devices at /devices/v1");
     println!("misto listening on http://{addr}");
     if let Some(seed) = seeder {
@@ -126,6 +133,7 @@ pub async fn serve(s: Settings, seeder: Option<Seeder>) -> anyhow::Result<()> {
         .context("the HTTP server failed")?;
     expiry.abort();
     notifier.abort();
+    environment.abort();
     if let Some(r) = retention {
         r.abort();
     }

@@ -4,6 +4,7 @@
 //! transaction) and from the temporal write operations ([`write`]).
 
 pub mod aggregate;
+pub mod means;
 pub mod render;
 pub mod retention;
 pub mod timerel;
