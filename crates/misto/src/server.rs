@@ -114,8 +114,8 @@ pub async fn serve(s: Settings, seeder: Option<Seeder>) -> anyhow::Result<()> {
         },
     )
     .context("cannot start the payload-codec threads")?;
-    let domains = misto_environment::public::router(monitor)
-        .merge(misto_devices::http::router(devices));
+    let domains =
+        misto_environment::public::router(monitor).merge(misto_devices::http::router(devices));
     let app = misto_http::router_with(state, domains);
     tracing::info!(%addr, "misto is listening: NGSI-LD API at http://{addr}/ngsi-ld/v1, devices at /devices/v1");
     println!("misto listening on http://{addr}");
