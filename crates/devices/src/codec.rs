@@ -149,19 +149,26 @@ fn worker(rx: Arc<Mutex<mpsc::Receiver<Job>>>, limits: CodecLimits) {
             job.source.hash(&mut h);
             h.finish()
         };
-        let compiled = match cache.remove(&key) {
-            Some(c) => Ok(c),
-            None => compile(&job.source, limits),
-        };
-        let out = compiled.and_then(|c| {
-            let r = call(&c, job.entry, &job.input, limits);
-            if r.is_ok() {
-                if cache.len() >= CACHE_MAX {
-                    cache.clear();
+        // A panic inside the engine costs this job (and its runtime), never the thread.
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let compiled = match cache.remove(&key) {
+                Some(c) => Ok(c),
+                None => compile(&job.source, limits),
+            };
+            compiled.and_then(|c| {
+                let r = call(&c, job.entry, &job.input, limits);
+                if r.is_ok() {
+                    if cache.len() >= CACHE_MAX {
+                        cache.clear();
+                    }
+                    cache.insert(key, c);
                 }
-                cache.insert(key, c);
-            }
-            r
+                r
+            })
+        }))
+        .unwrap_or_else(|_| {
+            tracing::error!("the codec engine panicked; the codec's runtime was dropped");
+            Err(CodecError::Threw("the codec engine failed".into()))
         });
         let _ = job.reply.send(out);
     }
@@ -374,6 +381,15 @@ mod tests {
             run("function decodeUplink() { throw 'nope'; }").await,
             Err(CodecError::Threw("nope".into()))
         );
+        // A loop cannot catch its own interruption.
+        assert_eq!(
+            run("function decodeUplink() { for (;;) { try { for (;;) {} } catch (e) {} } }").await,
+            Err(CodecError::Timeout(50))
+        );
+        assert!(matches!(
+            run("function f(n) { return f(n + 1) + 1; } function decodeUplink() { return {data: {x: f(0)}}; }").await,
+            Err(CodecError::Threw(m)) if m.contains("stack")
+        ));
         // Top-level code that loops is stopped too.
         assert_eq!(run("for (;;) {}").await, Err(CodecError::Timeout(50)));
         // The thread is still there.

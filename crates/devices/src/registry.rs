@@ -238,6 +238,20 @@ impl Devices {
             }
         }
         let old = self.broker.store.get_device(tenant, &id).await?;
+        // Refuse before the public entity is touched (the store checks again, atomically).
+        if create && old.is_some() {
+            return Err(DeviceError::Conflict(format!("device {id} exists")));
+        }
+        if let Some(e) = &dev_eui {
+            if let Some(other) = self.broker.store.device_by_eui(tenant, e).await? {
+                if other.id != id {
+                    return Err(DeviceError::Conflict(format!(
+                        "devEui {e} belongs to device {}",
+                        other.id
+                    )));
+                }
+            }
+        }
         let token = issue_token.then(|| new_token(&id));
         let token_hash = match &token {
             Some(t) => Some(hash_token(t)?),

@@ -557,9 +557,17 @@ async fn device_registry_tokens_and_csv(pg: bool) {
         .await;
     assert_eq!(st, 400);
     let (st, _) = s
-        .post("/devices/v1/devices", &json!({"id": "kiosk-7"}))
+        .post(
+            "/devices/v1/devices",
+            &json!({"id": "kiosk-7", "name": "Impostor"}),
+        )
         .await;
     assert_eq!(st, 409);
+    let dev = s.entity("urn:ngsi-ld:Device:kiosk-7").await;
+    assert_eq!(
+        dev["name"]["value"], "Kiosk 7",
+        "a refused registration leaves the entity alone"
+    );
     let r = s
         .client
         .post(format!("{}/devices/v1/devices", s.base))
