@@ -254,7 +254,17 @@ impl Devices {
         }
         let token = issue_token.then(|| new_token(&id));
         let token_hash = match &token {
-            Some(t) => Some(hash_token(t)?),
+            // argon2 is deliberately slow: off the async threads.
+            Some(t) => {
+                let t = t.clone();
+                Some(
+                    tokio::task::spawn_blocking(move || hash_token(&t))
+                        .await
+                        .map_err(|e| {
+                            DeviceError::invalid(format!("cannot hash the token: {e}"))
+                        })??,
+                )
+            }
             None => old.as_ref().and_then(|o| o.token_hash.clone()),
         };
         let mut doc = Map::new();
