@@ -47,7 +47,7 @@ impl Devices {
     /// an error (the sender should retry).
     pub async fn uplink(&self, tenant: &str, up: Uplink) -> Result<Outcome, DeviceError> {
         let source = up.source.clone();
-        match self.process(tenant, &up).await? {
+        match self.process(tenant, &up, true).await? {
             Ok(entity) => {
                 metrics::counter!("misto_devices_uplinks_total", "source" => source, "outcome" => "stored")
                     .increment(1);
@@ -101,7 +101,9 @@ impl Devices {
                         continue;
                     }
                 };
-                match self.process(tenant, &up).await? {
+                // Its health news was taken when it arrived; taking it again would count it twice and
+                // read its old frame counter as a re-join.
+                match self.process(tenant, &up, false).await? {
                     Ok(entity) => {
                         self.broker.store.delete_dead_letter(tenant, dl.id).await?;
                         metrics::counter!("misto_devices_replayed_total").increment(1);
@@ -135,6 +137,7 @@ impl Devices {
         &self,
         tenant: &str,
         up: &Uplink,
+        record_health: bool,
     ) -> Result<Result<String, Failure>, DeviceError> {
         let named = up.dev_eui.as_deref().or(up.device_id.as_deref());
         let Some(device) = self
@@ -153,22 +156,25 @@ impl Devices {
             .as_deref()
             .and_then(parse_datetime)
             .unwrap_or_else(jiff::Timestamp::now);
-        let health = self
-            .broker
-            .store
-            .update_health(
-                tenant,
-                &device.id,
-                &HealthUpdate {
-                    seen_ms: Some(time.as_millisecond()),
-                    rssi: up.rssi,
-                    snr: up.snr,
-                    gateway: up.gateway.clone(),
-                    fcnt: up.f_cnt,
-                    battery: None,
-                },
-            )
-            .await?;
+        let health = if record_health {
+            self.broker
+                .store
+                .update_health(
+                    tenant,
+                    &device.id,
+                    &HealthUpdate {
+                        seen_ms: Some(time.as_millisecond()),
+                        rssi: up.rssi,
+                        snr: up.snr,
+                        gateway: up.gateway.clone(),
+                        fcnt: up.f_cnt,
+                        battery: None,
+                    },
+                )
+                .await?
+        } else {
+            None
+        };
         let Some(profile_id) = device.profile_id.as_deref() else {
             return Ok(Err(fail("no_profile", "the device has no profile", dev)));
         };
@@ -236,6 +242,12 @@ impl Devices {
                 json!({"type": "Property", "value": rssi, "observedAt": at}),
             );
         }
+        // A replayed reading is old news for the Device entity (its last report must not go back in time).
+        let batch = if record_health {
+            vec![target, device_entity]
+        } else {
+            vec![target]
+        };
         let ctx = self
             .broker
             .contexts
@@ -253,12 +265,7 @@ impl Devices {
         };
         let outcome = self
             .broker
-            .batch_upsert(
-                tenant,
-                &ctx,
-                &Value::Array(vec![target, device_entity]),
-                false,
-            )
+            .batch_upsert(tenant, &ctx, &Value::Array(batch), false)
             .await;
         match outcome {
             Ok(o) => match o.errors.into_iter().next() {

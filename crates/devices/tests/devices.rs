@@ -426,6 +426,8 @@ async fn failing_codecs_go_to_dead_letters_and_replay(pg: bool) {
         e["temperature"]["observedAt"], "2022-07-18T09:34:15.775Z",
         "replay keeps the uplink's time"
     );
+    let (_, d) = s.get("/devices/v1/devices/0000000000000001").await;
+    assert_eq!(d["health"]["uplinks"], 1, "a replay is not a second uplink");
     let (_, list) = s.get("/devices/v1/deadletters").await;
     assert_eq!(list.as_array().unwrap().len(), 3);
     // The codec threads survived all of it.
