@@ -14,6 +14,9 @@ use crate::model::{device_entity_id, Profile};
 use crate::uplink::{DeviceEvent, EventKind, Uplink};
 use crate::{DeviceError, Devices};
 
+/// How long a cached profile is used before it is read again (for changes made on other nodes).
+pub const PROFILE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What became of an uplink.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -178,22 +181,9 @@ impl Devices {
         let Some(profile_id) = device.profile_id.as_deref() else {
             return Ok(Err(fail("no_profile", "the device has no profile", dev)));
         };
-        let Some(doc) = self.broker.store.get_profile(tenant, profile_id).await? else {
-            return Ok(Err(fail(
-                "no_profile",
-                format!("profile {profile_id} does not exist"),
-                dev,
-            )));
-        };
-        let profile: Profile = match serde_json::from_value(doc) {
+        let profile = match self.profile(tenant, profile_id).await? {
             Ok(p) => p,
-            Err(e) => {
-                return Ok(Err(fail(
-                    "no_profile",
-                    format!("profile {profile_id} is unreadable: {e}"),
-                    dev,
-                )))
-            }
+            Err(reason) => return Ok(Err(fail("no_profile", reason, dev))),
         };
         let at = format_datetime(time);
         let data = match self.decode(&profile, up, &at).await {
@@ -290,6 +280,42 @@ impl Devices {
                 Err(DeviceError::Broker(e))
             }
             Err(e) => Ok(Err(fail("mapping", e.detail, dev))),
+        }
+    }
+
+    /// A profile, from the cache while it is fresh. Saving or deleting a profile on this node clears its
+    /// entry; another node's change is seen within [`PROFILE_TTL`].
+    async fn profile(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Result<Arc<Profile>, String>, DeviceError> {
+        let key = (tenant.to_string(), id.to_string());
+        if let Some((at, p)) = self.profiles.lock().ok().and_then(|c| c.get(&key).cloned()) {
+            if at.elapsed() < PROFILE_TTL {
+                return Ok(Ok(p));
+            }
+        }
+        let Some(doc) = self.broker.store.get_profile(tenant, id).await? else {
+            return Ok(Err(format!("profile {id} does not exist")));
+        };
+        let p: Profile = match serde_json::from_value(doc) {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(format!("profile {id} is unreadable: {e}"))),
+        };
+        let p = Arc::new(p);
+        if let Ok(mut c) = self.profiles.lock() {
+            if c.len() >= 10_000 {
+                c.clear();
+            }
+            c.insert(key, (std::time::Instant::now(), p.clone()));
+        }
+        Ok(Ok(p))
+    }
+
+    pub(crate) fn forget_profile(&self, tenant: &str, id: &str) {
+        if let Ok(mut c) = self.profiles.lock() {
+            c.remove(&(tenant.to_string(), id.to_string()));
         }
     }
 

@@ -38,7 +38,7 @@ pub struct DevicesConfig {
     pub integration_token: Option<String>,
 }
 
-/// (tenant, device id).
+/// (tenant, device or profile id).
 type TenantDevice = (String, String);
 
 /// The device layer. Cheap to clone.
@@ -54,7 +54,11 @@ pub struct Devices {
     /// tenant, entity and location): those unchanging members are left out of later uplinks, so each reading
     /// adds history only for what it measured.
     linked: Arc<Mutex<HashSet<u64>>>,
+    /// Profiles read lately, by (tenant, id), with when they were read.
+    profiles: Arc<Mutex<HashMap<TenantDevice, CachedProfile>>>,
 }
+
+type CachedProfile = (std::time::Instant, Arc<model::Profile>);
 
 impl Devices {
     pub fn new(broker: Broker, config: DevicesConfig) -> std::io::Result<Devices> {
@@ -65,6 +69,7 @@ impl Devices {
             config,
             verified: Arc::default(),
             linked: Arc::default(),
+            profiles: Arc::default(),
         })
     }
 

@@ -110,6 +110,7 @@ impl Devices {
         {
             return Err(DeviceError::Conflict(format!("profile {} exists", p.id)));
         }
+        self.forget_profile(tenant, &p.id);
         Ok(p)
     }
 
@@ -193,6 +194,7 @@ impl Devices {
 
     pub async fn delete_profile(&self, tenant: &str, id: &str) -> Result<(), DeviceError> {
         if self.broker.store.delete_profile(tenant, id).await? {
+            self.forget_profile(tenant, id);
             Ok(())
         } else {
             Err(DeviceError::NotFound(format!(
