@@ -21,6 +21,19 @@ fn device_name(body: &Value) -> Option<String> {
     text(body.pointer("/deviceInfo/deviceName"))
 }
 
+/// The DevEUI and event of a ChirpStack MQTT event topic,
+/// `application/{application_id}/device/{dev_eui}/event/{event}` (for an MQTT transport to call [`parse`]).
+pub fn topic(t: &str) -> Option<(String, &str)> {
+    match t.split('/').collect::<Vec<_>>().as_slice() {
+        ["application", _, "device", eui, "event", event]
+            if !eui.is_empty() && !event.is_empty() =>
+        {
+            Some((eui.to_ascii_lowercase(), *event))
+        }
+        _ => None,
+    }
+}
+
 /// Parse the body of event `event` (`?event=` of the HTTP integration, or the MQTT topic's last level).
 pub fn parse(event: &str, body: &Value) -> Result<Event, String> {
     if !body.is_object() {
@@ -93,6 +106,20 @@ pub fn parse(event: &str, body: &Value) -> Result<Event, String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn event_topics() {
+        assert_eq!(
+            topic("application/17c82e96-be03/device/0101010101010101/event/up"),
+            Some(("0101010101010101".into(), "up"))
+        );
+        assert_eq!(
+            topic("application/a/device/AB/event/status"),
+            Some(("ab".into(), "status"))
+        );
+        assert_eq!(topic("application/a/device/x/command/down"), None);
+        assert_eq!(topic("application/a/device//event/up"), None);
+    }
 
     #[test]
     fn absent_fields_are_zero_or_empty() {

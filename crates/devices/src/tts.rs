@@ -30,6 +30,16 @@ pub fn kind_of(body: &Value) -> Option<&'static str> {
     KINDS.iter().copied().find(|k| body.get(*k).is_some())
 }
 
+/// The application (`{app}` is `{application id}@{tenant}` on TTS Cloud/TTN, else the application id) and
+/// device id of a TTS MQTT topic `v3/{app}/devices/{device id}/{message…}`, with the message path
+/// (`up`, `join`, `down/ack`, …), for an MQTT transport to call [`parse`].
+pub fn topic(t: &str) -> Option<(&str, &str, &str)> {
+    let rest = t.strip_prefix("v3/")?;
+    let (app, rest) = rest.split_once("/devices/")?;
+    let (device, message) = rest.split_once('/')?;
+    (!app.is_empty() && !device.is_empty() && !message.is_empty()).then_some((app, device, message))
+}
+
 pub fn parse(body: &Value) -> Result<Event, String> {
     let kind = kind_of(body)
         .ok_or("no TTS message member (uplink_message, join_accept, …) in the body")?;
@@ -89,6 +99,20 @@ pub fn parse(body: &Value) -> Result<Event, String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn topics() {
+        assert_eq!(
+            topic("v3/app1@ttn/devices/dev1/up"),
+            Some(("app1@ttn", "dev1", "up"))
+        );
+        assert_eq!(
+            topic("v3/app1/devices/dev1/down/ack"),
+            Some(("app1", "dev1", "down/ack"))
+        );
+        assert_eq!(topic("v3/app1/devices/dev1"), None);
+        assert_eq!(topic("application/a/device/b/event/up"), None);
+    }
 
     #[test]
     fn minimal_uplink() {
