@@ -109,6 +109,32 @@ pub async fn serve(s: Settings, seeder: Option<Seeder>) -> anyhow::Result<()> {
         },
     )
     .context("cannot start the payload-codec threads")?;
+    let mut mqtt = Vec::new();
+    if let Some(a) = s.mqtt_addr {
+        match misto_devices::mqtt::gateway::Gateway::start(devices.clone(), a).await {
+            Ok((gw, task)) => {
+                println!("misto MQTT endpoint on {}", gw.local_addr());
+                mqtt.push(task);
+            }
+            Err(e) if s.mqtt_addr_is_default => tracing::warn!(
+                addr = %a, error = %e,
+                "the default MQTT address is taken: starting without the MQTT endpoint (set MISTO_MQTT_ADDR to \
+                 another address, or off)"
+            ),
+            Err(e) => return Err(e).with_context(|| format!("cannot listen for MQTT on {a}")),
+        }
+    }
+    if let Some(url) = &s.mqtt_external {
+        let cfg = misto_devices::mqtt::external::ExternalConfig::from_url(
+            url,
+            &s.mqtt_external_client_id,
+            &s.mqtt_external_tenant,
+        )
+        .map_err(|e| anyhow::anyhow!("the external MQTT broker: {e}"))?;
+        let (_link, task) =
+            misto_devices::mqtt::external::ExternalLink::start(devices.clone(), cfg);
+        mqtt.push(task);
+    }
     let app = misto_http::router_with(state, misto_devices::http::router(devices));
     tracing::info!(%addr, "misto is listening: NGSI-LD API at http://{addr}/ngsi-ld/v1, devices at /devices/v1");
     println!("misto listening on http://{addr}");
@@ -126,6 +152,9 @@ pub async fn serve(s: Settings, seeder: Option<Seeder>) -> anyhow::Result<()> {
         .context("the HTTP server failed")?;
     expiry.abort();
     notifier.abort();
+    for t in mqtt {
+        t.abort();
+    }
     if let Some(r) = retention {
         r.abort();
     }
