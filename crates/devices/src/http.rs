@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::chirpstack::{self, Event};
 use crate::model::{canonical_eui, DeviceInput};
-use crate::{tts, DeviceError, Devices, Outcome, Uplink};
+use crate::{tts, DeviceError, Devices, Outcome};
 
 type Res = Result<Response, DeviceError>;
 type Q = Query<HashMap<String, String>>;
@@ -225,23 +225,7 @@ async fn ingest(State(d): State<Devices>, h: HeaderMap, b: Bytes) -> Res {
         bearer(&h).ok_or_else(|| DeviceError::Unauthorized("a device token is needed".into()))?;
     let device = d.device_for_token(&t, token).await?;
     let body = json_body(&b)?;
-    let Value::Object(o) = &body else {
-        return Err(DeviceError::invalid("the body must be a JSON object"));
-    };
-    let mut up = Uplink {
-        source: "http".into(),
-        device_id: Some(device),
-        ..Default::default()
-    };
-    if o.contains_key("bytes") || o.contains_key("data") {
-        up.bytes = o.get("bytes").and_then(Value::as_str).map(str::to_string);
-        up.decoded = o.get("data").cloned();
-        up.f_port = o.get("fPort").and_then(Value::as_u64).map(|f| f as u32);
-        up.f_cnt = o.get("fCnt").and_then(Value::as_i64);
-        up.time = o.get("time").and_then(Value::as_str).map(str::to_string);
-    } else {
-        up.decoded = Some(body.clone());
-    }
+    let up = crate::uplink::device_uplink("http", &device, &body).map_err(DeviceError::invalid)?;
     Ok(outcome_response(d.uplink(&t, up).await?))
 }
 

@@ -13,6 +13,7 @@ pub mod error;
 pub mod http;
 mod ingest;
 pub mod model;
+pub mod mqtt;
 mod registry;
 pub mod tts;
 pub mod uplink;
@@ -71,6 +72,11 @@ impl Devices {
             linked: Arc::default(),
             profiles: Arc::default(),
         })
+    }
+
+    /// The token network servers authenticate with (HTTP integrations, MQTT `integration` login).
+    pub fn integration_token(&self) -> Option<&str> {
+        self.config.integration_token.as_deref()
     }
 
     pub fn codecs(&self) -> &CodecEngine {

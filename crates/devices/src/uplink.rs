@@ -100,3 +100,27 @@ pub fn text(v: Option<&Value>) -> Option<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_string)
 }
+
+/// The uplink a device sends itself as JSON (HTTP ingest, MQTT `devices/{id}/up`): either
+/// `{"bytes": "<base64>", "fPort": n}` for the profile's codec, or `{"data": {…}}`, or the decoded object itself;
+/// `time` (RFC 3339) and `fCnt` are optional members of the first two forms.
+pub fn device_uplink(source: &str, device: &str, body: &Value) -> Result<Uplink, String> {
+    let Value::Object(o) = body else {
+        return Err("the body must be a JSON object".into());
+    };
+    let mut up = Uplink {
+        source: source.into(),
+        device_id: Some(device.into()),
+        ..Default::default()
+    };
+    if o.contains_key("bytes") || o.contains_key("data") {
+        up.bytes = o.get("bytes").and_then(Value::as_str).map(str::to_string);
+        up.decoded = o.get("data").cloned();
+        up.f_port = o.get("fPort").and_then(Value::as_u64).map(|f| f as u32);
+        up.f_cnt = o.get("fCnt").and_then(Value::as_i64);
+        up.time = o.get("time").and_then(Value::as_str).map(str::to_string);
+    } else {
+        up.decoded = Some(body.clone());
+    }
+    Ok(up)
+}

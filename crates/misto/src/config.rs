@@ -51,6 +51,14 @@ pub struct ServeArgs {
     /// Memory limit of a payload codec, in MiB [default: 16]
     #[arg(long, env = "MISTO_CODEC_MEMORY_MB")]
     pub codec_memory_mb: Option<usize>,
+    /// MQTT endpoint for devices and network servers (per-device logins and topic ACLs), or `off`
+    /// [default: 127.0.0.1:1883; when that default is taken misto starts without it and says so]
+    #[arg(long, env = "MISTO_MQTT_ADDR")]
+    pub mqtt_addr: Option<String>,
+    /// External MQTT broker to take device and network-server messages from: mqtt://[user:password@]host[:port]
+    /// [default: none]
+    #[arg(long, env = "MISTO_MQTT_EXTERNAL")]
+    pub mqtt_external: Option<String>,
 }
 
 /// The same settings as read from the TOML file.
@@ -70,6 +78,12 @@ struct FileConfig {
     integration_token: Option<String>,
     codec_timeout_ms: Option<u64>,
     codec_memory_mb: Option<usize>,
+    mqtt_addr: Option<String>,
+    mqtt_external: Option<String>,
+    /// The tenant messages from the external broker are stored in (default: the default tenant).
+    mqtt_external_tenant: Option<String>,
+    /// The persistent session's client id on the external broker (default `misto`).
+    mqtt_external_client_id: Option<String>,
     /// Entity type → ISO 8601 duration: attribute instances older than that are removed (`[temporal_retention]`).
     temporal_retention: Option<std::collections::BTreeMap<String, String>>,
     /// Environment monitoring: radiation control level, air alert category, water rules (`[environment]`).
@@ -92,6 +106,12 @@ pub struct Settings {
     pub integration_token: Option<String>,
     pub codec_timeout_ms: u64,
     pub codec_memory_mb: usize,
+    /// The MQTT endpoint's address (None: off), and whether it is the default (taken: start without it).
+    pub mqtt_addr: Option<SocketAddr>,
+    pub mqtt_addr_is_default: bool,
+    pub mqtt_external: Option<String>,
+    pub mqtt_external_tenant: String,
+    pub mqtt_external_client_id: String,
     /// (entity type, ISO 8601 duration) retention rules of the temporal store.
     pub temporal_retention: Vec<(String, String)>,
     pub environment: misto_environment::Config,
@@ -164,6 +184,21 @@ pub fn resolve(args: &ServeArgs, file: Option<&Path>) -> anyhow::Result<Settings
     if !(1..=1024).contains(&codec_memory_mb) {
         bail!("the codec memory limit must be 1–1024 MiB");
     }
+    let (mqtt_addr, mqtt_addr_is_default) = match args.mqtt_addr.clone().or(file_cfg.mqtt_addr) {
+        None => (Some(SocketAddr::from(([127, 0, 0, 1], 1883))), true),
+        Some(a) if a == "off" => (None, false),
+        Some(a) => (
+            Some(a.parse::<SocketAddr>().map_err(|_| {
+                anyhow::anyhow!("the MQTT address must be host:port or off, not '{a}'")
+            })?),
+            false,
+        ),
+    };
+    let mqtt_external = args.mqtt_external.clone().or(file_cfg.mqtt_external);
+    if let Some(u) = &mqtt_external {
+        misto_devices::mqtt::external::ExternalConfig::from_url(u, "check", "")
+            .map_err(|e| anyhow::anyhow!("the external MQTT broker: {e}"))?;
+    }
     Ok(Settings {
         http_addr: args
             .http_addr
@@ -188,6 +223,13 @@ pub fn resolve(args: &ServeArgs, file: Option<&Path>) -> anyhow::Result<Settings
             .filter(|t| !t.is_empty()),
         codec_timeout_ms,
         codec_memory_mb,
+        mqtt_addr,
+        mqtt_addr_is_default,
+        mqtt_external,
+        mqtt_external_tenant: file_cfg.mqtt_external_tenant.unwrap_or_default(),
+        mqtt_external_client_id: file_cfg
+            .mqtt_external_client_id
+            .unwrap_or_else(|| "misto".into()),
         temporal_retention: file_cfg
             .temporal_retention
             .unwrap_or_default()

@@ -114,6 +114,32 @@ pub async fn serve(s: Settings, seeder: Option<Seeder>) -> anyhow::Result<()> {
         },
     )
     .context("cannot start the payload-codec threads")?;
+    let mut mqtt = Vec::new();
+    if let Some(a) = s.mqtt_addr {
+        match misto_devices::mqtt::gateway::Gateway::start(devices.clone(), a).await {
+            Ok((gw, task)) => {
+                println!("misto MQTT endpoint on {}", gw.local_addr());
+                mqtt.push(task);
+            }
+            Err(e) if s.mqtt_addr_is_default => tracing::warn!(
+                addr = %a, error = %e,
+                "the default MQTT address is taken: starting without the MQTT endpoint (set MISTO_MQTT_ADDR to \
+                 another address, or off)"
+            ),
+            Err(e) => return Err(e).with_context(|| format!("cannot listen for MQTT on {a}")),
+        }
+    }
+    if let Some(url) = &s.mqtt_external {
+        let cfg = misto_devices::mqtt::external::ExternalConfig::from_url(
+            url,
+            &s.mqtt_external_client_id,
+            &s.mqtt_external_tenant,
+        )
+        .map_err(|e| anyhow::anyhow!("the external MQTT broker: {e}"))?;
+        let (_link, task) =
+            misto_devices::mqtt::external::ExternalLink::start(devices.clone(), cfg);
+        mqtt.push(task);
+    }
     let domains =
         misto_environment::public::router(monitor).merge(misto_devices::http::router(devices));
     let app = misto_http::router_with(state, domains);
@@ -134,6 +160,9 @@ pub async fn serve(s: Settings, seeder: Option<Seeder>) -> anyhow::Result<()> {
     expiry.abort();
     notifier.abort();
     environment.abort();
+    for t in mqtt {
+        t.abort();
+    }
     if let Some(r) = retention {
         r.abort();
     }
