@@ -285,7 +285,7 @@ impl Devices {
 
     /// A profile, from the cache while it is fresh. Saving or deleting a profile on this node clears its
     /// entry; another node's change is seen within [`PROFILE_TTL`].
-    async fn profile(
+    pub(crate) async fn profile(
         &self,
         tenant: &str,
         id: &str,

@@ -14,6 +14,7 @@ pub mod http;
 mod ingest;
 pub mod model;
 pub mod mqtt;
+mod offline;
 mod registry;
 pub mod tts;
 pub mod uplink;

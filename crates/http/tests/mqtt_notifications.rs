@@ -169,8 +169,10 @@ async fn mqtt_notifications_carry_metadata_and_body_at_every_qos_and_version() {
         // Changes are matched when the journal is read: the entity's creation, committed just before the
         // subscription, may be notified first (docs/cluster.md). The update must follow.
         let mut m = next(&mut rx).await;
+        let mut due = 1;
         if m["body"]["data"][0]["airQualityLevel"]["value"] == 1 {
             m = next(&mut rx).await;
+            due = 2;
         }
         assert_eq!(
             m["metadata"]["Content-Type"], "application/json",
@@ -190,12 +192,12 @@ async fn mqtt_notifications_carry_metadata_and_body_at_every_qos_and_version() {
             sent = t.get_json(&format!("/subscriptions/{sub}"), None).await["notification"]
                 ["timesSent"]
                 .clone();
-            if sent == 1 {
+            if sent == due {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert_eq!(sent, 1, "{name}");
+        assert_eq!(sent, due, "{name}");
     }
 }
 

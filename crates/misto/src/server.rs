@@ -114,6 +114,7 @@ pub async fn serve(s: Settings, seeder: Option<Seeder>) -> anyhow::Result<()> {
         },
     )
     .context("cannot start the payload-codec threads")?;
+    let offline = devices.spawn_offline_check(Duration::from_secs(60));
     let mut mqtt = Vec::new();
     if let Some(a) = s.mqtt_addr {
         match misto_devices::mqtt::gateway::Gateway::start(devices.clone(), a).await {
@@ -160,6 +161,7 @@ pub async fn serve(s: Settings, seeder: Option<Seeder>) -> anyhow::Result<()> {
     expiry.abort();
     notifier.abort();
     environment.abort();
+    offline.abort();
     for t in mqtt {
         t.abort();
     }
