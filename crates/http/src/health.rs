@@ -28,7 +28,11 @@ pub async fn ready(State(s): St) -> ApiResult {
     })?;
     let mut r = (
         StatusCode::OK,
-        json!({"status": "ready", "storage": s.broker.store.backend(), "storageLatencyMs": started.elapsed().as_secs_f64() * 1000.0}).to_string(),
+        // The bus only speeds a cluster up (every loop also polls): a disconnected bus is reported, not fatal.
+        json!({"status": "ready", "storage": s.broker.store.backend(),
+            "storageLatencyMs": started.elapsed().as_secs_f64() * 1000.0,
+            "bus": {"kind": s.broker.bus.kind(), "connected": s.broker.bus.connected()}})
+        .to_string(),
     )
         .into_response();
     r.headers_mut().insert(

@@ -861,6 +861,7 @@ async fn health_ready_metrics() {
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["status"], "ready");
+    assert_eq!(v["bus"], json!({"kind": "local", "connected": true}));
     let r = s
         .client
         .get(format!("{}/nothing-here", s.base))

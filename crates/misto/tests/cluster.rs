@@ -247,6 +247,26 @@ async fn two_nodes_behave_as_one_broker() {
     let c = reqwest::Client::new();
     let (rx, got) = receiver(Duration::ZERO).await;
 
+    // /ready says which bus the node is on and whether it is connected.
+    let ready = a.api.replace("/ngsi-ld/v1", "/ready");
+    let mut bus = Value::Null;
+    for _ in 0..100 {
+        bus = c
+            .get(&ready)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()["bus"]
+            .clone();
+        if bus["connected"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(bus, json!({"kind": "nats", "connected": true}));
+
     // (a) A subscription created on B, changes made on A: each notified, once, in order.
     create_entity(&c, &a.api, "urn:ngsi-ld:Meter:a1", "Meter").await;
     subscribe(

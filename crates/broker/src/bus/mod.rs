@@ -39,4 +39,8 @@ pub trait Bus: Send + Sync + 'static {
     fn subscribe(&self) -> broadcast::Receiver<Envelope>;
     /// What the bus is, for logs and readiness (`local`, `nats`).
     fn kind(&self) -> &'static str;
+    /// Whether events reach the other nodes now (the in-process bus always; NATS while connected).
+    fn connected(&self) -> bool {
+        true
+    }
 }

@@ -4,6 +4,8 @@
 //! the time it connected. A background task owns the connection and reconnects after a failure; until it
 //! is connected, events are dropped.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -24,6 +26,7 @@ pub enum NatsBusError {
 pub struct NatsBus {
     out: mpsc::Sender<Envelope>,
     events: broadcast::Sender<Envelope>,
+    connected: Arc<AtomicBool>,
 }
 
 impl NatsBus {
@@ -35,8 +38,19 @@ impl NatsBus {
         // Wake-ups coalesce: when this many are waiting, more add nothing.
         let (out, rx) = mpsc::channel(256);
         let events = broadcast::channel(1024).0;
-        tokio::spawn(run(url.to_string(), node.to_string(), rx, events.clone()));
-        Ok(NatsBus { out, events })
+        let connected = Arc::new(AtomicBool::new(false));
+        tokio::spawn(run(
+            url.to_string(),
+            node.to_string(),
+            rx,
+            events.clone(),
+            connected.clone(),
+        ));
+        Ok(NatsBus {
+            out,
+            events,
+            connected,
+        })
     }
 }
 
@@ -51,6 +65,10 @@ impl Bus for NatsBus {
 
     fn kind(&self) -> &'static str {
         "nats"
+    }
+
+    fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
     }
 }
 
@@ -68,10 +86,13 @@ async fn run(
     node: String,
     mut out: mpsc::Receiver<Envelope>,
     events: broadcast::Sender<Envelope>,
+    connected: Arc<AtomicBool>,
 ) {
     let mut pause = Duration::from_millis(500);
     loop {
-        match session(&url, &node, &mut out, &events).await {
+        let r = session(&url, &node, &mut out, &events, &connected).await;
+        connected.store(false, Ordering::Relaxed);
+        match r {
             Ok(()) => return, // the bus was dropped
             Err(e) => {
                 tracing::warn!(url, error = %e, "cluster bus (NATS) unavailable; falling back to polling");
@@ -91,6 +112,7 @@ async fn session(
     node: &str,
     out: &mut mpsc::Receiver<Envelope>,
     events: &broadcast::Sender<Envelope>,
+    connected: &AtomicBool,
 ) -> Result<(), BoxError> {
     let client = async_nats::ConnectOptions::new()
         .name(format!("misto {node}"))
@@ -118,6 +140,7 @@ async fn session(
         .messages()
         .await?;
     tracing::info!(url, node, "cluster bus (NATS JetStream) connected");
+    connected.store(true, Ordering::Relaxed);
     loop {
         tokio::select! {
             e = out.recv() => {
