@@ -13,11 +13,13 @@ use misto_ngsild::{Entity, NgsiError};
 mod doc;
 pub mod notify;
 pub mod postgres;
+pub mod registry;
 pub mod sqlite;
 mod summary;
 pub mod temporal;
 
 pub use notify::NotifyStore;
+pub use registry::RegistryStore;
 pub use summary::AttrKey;
 pub use temporal::TemporalStore;
 
@@ -181,7 +183,7 @@ pub struct TypeSummary {
 }
 
 #[async_trait]
-pub trait EntityStore: NotifyStore + TemporalStore + Send + Sync + 'static {
+pub trait EntityStore: NotifyStore + TemporalStore + RegistryStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
 

@@ -17,6 +17,7 @@ use crate::{
 };
 
 mod notify;
+mod registry;
 mod temporal;
 
 const SCAN_CHUNK: i64 = 500;

@@ -35,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0007_temporal_integer_keys.sql"),
     include_str!("../migrations/sqlite/0008_cluster.sql"),
     include_str!("../migrations/sqlite/0009_transient_instances.sql"),
+    include_str!("../migrations/sqlite/0020_registry.sql"),
 ];
 /// Geo instances indexed per entity (gid = seq * GEO_SLOTS + n).
 const GEO_SLOTS: i64 = 64;
@@ -43,6 +44,7 @@ const MAX_GROUP: usize = 512;
 const SCAN_CHUNK: usize = 500;
 
 mod notify;
+mod registry;
 mod temporal;
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
