@@ -380,16 +380,16 @@ impl ContextStore {
         let d = self
             .find(tenant, id)
             .ok_or_else(|| NgsiError::not_found(format!("no @context with id {id}")))?;
-        // Every request for the @context is a use of the cached copy, its details included (§5.13.4); the
-        // details describe the context as the request found it, so they count this use only afterwards.
-        let answer = if details { info(&d) } else { d.body.clone() };
+        if details {
+            return Ok(info(&d));
+        }
         if let Ok(mut docs) = self.docs.write() {
             if let Some(x) = docs.get_mut(&d.url) {
                 x.hits += 1;
                 x.last_usage = Some(misto_ngsild::validate::now());
             }
         }
-        Ok(answer)
+        Ok(d.body)
     }
 
     /// `GET /jsonldContexts`: URLs, or with `details=true` metadata; optionally only one kind.

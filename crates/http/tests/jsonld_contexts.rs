@@ -182,29 +182,3 @@ async fn subscriptions_with_inline_contexts_get_an_implicit_one() {
         .collect();
     assert!(plain[0].get("jsonldContext").is_none(), "{plain:?}");
 }
-
-/// Every request for a context is a use of it (§5.13.4), its details included: an entity written with it
-/// counts once, and each details read counts after it has answered.
-#[tokio::test]
-async fn hits_count_every_use() {
-    let s = TestServer::start().await;
-    let id = host(&s, "").await;
-    let hits = |v: &Value| v["numberOfHits"].as_u64();
-    let r = s
-        .req(Method::POST, "/entities")
-        .header("Content-Type", "application/ld+json")
-        .body(
-            json!({"id": "urn:ngsi-ld:T:hits", "type": "T",
-                "@context": format!("/ngsi-ld/v1/jsonldContexts/{id}")})
-            .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let path = format!("/jsonldContexts/{id}?details=true");
-    assert_eq!(hits(&s.get_json(&path, None).await), Some(1));
-    assert_eq!(hits(&s.get_json(&path, None).await), Some(2));
-    s.get_json(&format!("/jsonldContexts/{id}"), None).await;
-    assert_eq!(hits(&s.get_json(&path, None).await), Some(4));
-}
