@@ -149,10 +149,13 @@ async fn bad_registrations_are_refused_and_registrations_expire() {
     assert_eq!(listed, json!([]));
 }
 
-/// What the test's context source saw of the forwarded request.
+/// A request the context source received: its URI and its NGSILD-Tenant header.
+type Received = (String, Option<String>);
+
+/// What the test's context source saw of the forwarded requests.
 #[derive(Default, Clone)]
 struct Seen {
-    requests: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    requests: Arc<Mutex<Vec<Received>>>,
 }
 
 /// A context source holding one entity, `urn:ngsi-ld:Vehicle:remote`, with a speed.

@@ -86,10 +86,13 @@ pub fn group_has(group: &str, op: &str) -> bool {
         .any(|(g, ops)| *g == group && ops.contains(&op))
 }
 
+/// A tenant's compiled registrations and when they were loaded.
+type Loaded = (Instant, Arc<Vec<Compiled>>);
+
 /// Compiled registrations per tenant.
 #[derive(Default)]
 pub struct Cache {
-    map: Mutex<HashMap<String, (Instant, Arc<Vec<Compiled>>)>>,
+    map: Mutex<HashMap<String, Loaded>>,
 }
 
 impl Cache {
@@ -242,7 +245,7 @@ impl Broker {
             (Some(want), true) => want.to_vec(),
             (Some(want), false) => want
                 .iter()
-                .filter(|a| registered.iter().any(|r| *r == *a))
+                .filter(|a| registered.contains(a))
                 .cloned()
                 .collect(),
             (None, true) => Vec::new(),
