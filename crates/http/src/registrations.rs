@@ -73,11 +73,62 @@ const UNSUPPORTED: &[&str] = &[
     "scopeQ",
 ];
 
+/// Filters are checked as entity queries check them, so a malformed one is BadRequestData whether or not
+/// discovery can evaluate it.
+fn check_filters(p: &crate::params::Params, ctx: &misto_ngsild::Context) -> Result<(), NgsiError> {
+    if let Some(csf) = p.get("csf") {
+        misto_broker::query::check_csf(csf)?;
+    }
+    let selection = misto_broker::EntityQueryParams {
+        ids: p.list("id")?,
+        q: p.get("q").map(str::to_string),
+        scope_q: p.get("scopeQ").map(str::to_string),
+        geo: misto_broker::GeoParams {
+            georel: p.get("georel").map(str::to_string),
+            geometry: p.get("geometry").map(str::to_string),
+            coordinates: p.get("coordinates").map(str::to_string),
+            geoproperty: p.get("geoproperty").map(str::to_string),
+        },
+        ..Default::default()
+    };
+    misto_broker::query::compile(&selection, ctx, 1)?;
+    let time = |k: &str| -> Result<Option<jiff::Timestamp>, NgsiError> {
+        p.get(k)
+            .map(|v| {
+                misto_ngsild::validate::parse_datetime(v)
+                    .ok_or_else(|| NgsiError::bad_data(format!("{k} must be a DateTime")))
+            })
+            .transpose()
+    };
+    let (at, end) = (time("timeAt")?, time("endTimeAt")?);
+    match p.get("timerel") {
+        None if at.is_some() || end.is_some() => Err(NgsiError::bad_data("timeAt needs timerel")),
+        None => Ok(()),
+        Some("before" | "after") if at.is_some() => Ok(()),
+        Some("between") if at.is_some() && end.is_some() => Ok(()),
+        Some(r @ ("before" | "after" | "between")) => Err(NgsiError::bad_data(format!(
+            "timerel={r} needs timeAt{}",
+            if r == "between" { " and endTimeAt" } else { "" }
+        ))),
+        Some(r) => Err(NgsiError::bad_data(format!(
+            "timerel must be before, after or between, not '{r}'"
+        ))),
+    }
+}
+
 pub async fn list(State(s): St, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
     let p = request::params(q.as_deref())?;
     let accept = request::accept(&headers, false)?;
     let tenant = request::read_tenant(&s, &headers)?;
     let ctx = request::context(&s, &headers).await?;
+    check_filters(&p, &ctx)?;
+    // §5.10.2: discovery names entity types or attributes (or both).
+    if p.non_empty("type")?.is_none() && p.list("attrs")?.is_none() {
+        return Err(NgsiError::bad_data(
+            "discovering context source registrations needs type or attrs",
+        )
+        .into());
+    }
     if let Some(k) = UNSUPPORTED.iter().find(|k| p.get(k).is_some()) {
         return Err(NgsiError::new(
             ErrorKind::OperationNotSupported,

@@ -73,6 +73,27 @@ async fn registrations_are_created_discovered_updated_and_deleted() {
             .await;
         assert_eq!(none, json!([]), "{miss}");
     }
+    // Discovery names types or attributes; malformed filters are bad data; well-formed ones misto cannot
+    // evaluate on registrations are refused, not ignored.
+    for bad in [
+        "",
+        "id=not%20a%20uri&type=Vehicle",
+        "q=(broken&type=Vehicle",
+        "georel=within&type=Vehicle",
+        "timerel=before&type=Vehicle",
+    ] {
+        problem(
+            s.get(&format!("/csourceRegistrations?{bad}"), None).await,
+            400,
+        )
+        .await;
+    }
+    problem(
+        s.get("/csourceRegistrations?type=Vehicle&q=speed>3", None)
+            .await,
+        422,
+    )
+    .await;
     // Another tenant sees none of it.
     let r = s
         .req(
@@ -124,6 +145,13 @@ async fn bad_registrations_are_refused_and_registrations_expire() {
             "endpoint": "http://x", "expiresAt": "2026-13-45T00:00:00Z"}),
         json!({"type": "ContextSourceRegistration", "information": [{"entities": [{"type": "V"}]}],
             "endpoint": "http://x", "mode": "sometimes"}),
+        // §4.3.6.3: exclusive registrations name entities by id and their attributes; auxiliary ones only read.
+        json!({"type": "ContextSourceRegistration", "information": [{"entities": [{"type": "V", "id": "urn:v:1"}]}],
+            "endpoint": "http://x", "mode": "exclusive"}),
+        json!({"type": "ContextSourceRegistration", "information": [{"entities": [{"type": "V"}],
+            "propertyNames": ["speed"]}], "endpoint": "http://x", "mode": "exclusive"}),
+        json!({"type": "ContextSourceRegistration", "information": [{"entities": [{"type": "V"}]}],
+            "endpoint": "http://x", "mode": "auxiliary", "operations": ["updateOps"]}),
     ] {
         let v = problem(register(&s, "", bad.clone()).await, 400).await;
         assert_eq!(
@@ -131,6 +159,17 @@ async fn bad_registrations_are_refused_and_registrations_expire() {
             "{bad}"
         );
     }
+
+    // What an exclusive registration holds, and the broker's own entities, cannot be taken over.
+    let exclusive = json!({"type": "ContextSourceRegistration", "mode": "exclusive", "endpoint": "http://x",
+        "information": [{"entities": [{"type": "V", "id": "urn:v:2"}], "propertyNames": ["speed"]}]});
+    assert_eq!(register(&s, "", exclusive.clone()).await.status(), 201);
+    problem(register(&s, "", exclusive).await, 409).await;
+    s.create(&json!({"id": "urn:v:3", "type": "V", "speed": 1}), None)
+        .await;
+    let redirect = json!({"type": "ContextSourceRegistration", "mode": "redirect", "endpoint": "http://x",
+        "information": [{"entities": [{"type": "V", "id": "urn:v:3"}]}]});
+    problem(register(&s, "", redirect).await, 409).await;
 
     let r = register(
         &s,

@@ -217,12 +217,87 @@ pub fn validate(doc: &Map<String, Value>) -> Result<()> {
             return Err(bad("operations must be a non-empty array of strings"));
         }
     }
+    check_mode_rules(doc)?;
     if let Some(r) = doc.get("refreshRate") {
         if !r.is_string() {
             return Err(bad("refreshRate must be a duration string"));
         }
     }
     Ok(())
+}
+
+/// Operations (and groups) that change data: an auxiliary registration may not name them (§4.3.6.3).
+const WRITE_OPERATIONS: &[&str] = &[
+    "updateOps",
+    "redirectionOps",
+    "createEntity",
+    "updateEntity",
+    "updateAttrs",
+    "appendAttrs",
+    "deleteAttrs",
+    "deleteEntity",
+    "mergeEntity",
+    "replaceEntity",
+    "replaceAttrs",
+    "createBatch",
+    "upsertBatch",
+    "updateBatch",
+    "deleteBatch",
+    "mergeBatch",
+    "purgeEntity",
+    "createTemporal",
+    "updateAttrsTemporal",
+    "deleteAttrsTemporal",
+    "deleteAttrInstanceTemporal",
+    "deleteTemporal",
+];
+
+/// §4.3.6.3: an exclusive registration names each entity by id (no type-only groups, no id patterns) and
+/// its attributes; an auxiliary one only reads.
+fn check_mode_rules(doc: &Map<String, Value>) -> Result<()> {
+    match doc.get("mode").and_then(Value::as_str) {
+        Some("exclusive") => {
+            for info in doc
+                .get("information")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let named = info
+                    .get("entities")
+                    .and_then(Value::as_array)
+                    .is_some_and(|list| {
+                        list.iter()
+                            .all(|e| e.get("id").is_some() && e.get("idPattern").is_none())
+                    });
+                if !named {
+                    return Err(bad("an exclusive registration names every entity by id (no type-only groups or idPattern)"));
+                }
+                if info.get("propertyNames").is_none() && info.get("relationshipNames").is_none() {
+                    return Err(bad(
+                        "an exclusive registration names the attributes it holds",
+                    ));
+                }
+            }
+            Ok(())
+        }
+        Some("auxiliary") => {
+            let writes = doc
+                .get("operations")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .find(|o| WRITE_OPERATIONS.contains(o));
+            match writes {
+                Some(op) => Err(bad(format!(
+                    "an auxiliary registration only reads; '{op}' writes"
+                ))),
+                None => Ok(()),
+            }
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The stored record of a registration.
@@ -549,7 +624,8 @@ impl Broker {
             created_at: now.clone(),
             modified_at: now,
         };
-        Compiled::build(&id, &rec, ctx)?;
+        let compiled = Compiled::build(&id, &rec, ctx)?;
+        self.check_conflicts(tenant, &compiled).await?;
         if !self
             .store
             .registry_put(
@@ -566,6 +642,58 @@ impl Broker {
         }
         self.registrations.invalidate(tenant);
         Ok(id)
+    }
+
+    /// §4.3.6.3: an exclusive or redirect registration may not cover what an exclusive registration already
+    /// holds (the same entity id and an attribute in common); a redirect one may not cover an entity the broker
+    /// holds itself, nor an exclusive one an attribute the broker holds (409 Conflict).
+    async fn check_conflicts(&self, tenant: &str, new: &Compiled) -> Result<()> {
+        if !matches!(new.mode.as_str(), "exclusive" | "redirect") {
+            return Ok(());
+        }
+        let conflict = |d: String| NgsiError::new(ErrorKind::Conflict, d);
+        let overlaps = |a: &[String], b: &[String]| {
+            a.is_empty() || b.is_empty() || a.iter().any(|x| b.contains(x))
+        };
+        let existing = self.compiled_registrations(tenant).await?;
+        for info in &new.infos {
+            for sel in &info.entities {
+                let Some(eid) = &sel.id else { continue };
+                for other in existing
+                    .iter()
+                    .filter(|o| o.mode == "exclusive" && o.id != new.id)
+                {
+                    let clash = other.infos.iter().any(|oi| {
+                        oi.entities
+                            .iter()
+                            .any(|os| os.id.as_deref() == Some(eid.as_str()))
+                            && overlaps(&oi.attrs, &info.attrs)
+                    });
+                    if clash {
+                        return Err(conflict(format!(
+                            "the exclusive registration {} already holds entity {eid}",
+                            other.id
+                        )));
+                    }
+                }
+                let local = match self.get_entity(tenant, eid).await {
+                    Ok(e) => Some(e),
+                    Err(e) if e.kind == ErrorKind::ResourceNotFound => None,
+                    Err(e) => return Err(e),
+                };
+                if let Some(e) = local {
+                    let held =
+                        info.attrs.is_empty() || info.attrs.iter().any(|a| e.contains_key(a));
+                    if new.mode == "redirect" || held {
+                        return Err(conflict(format!(
+                            "entity {eid} is held by this broker; a {} registration cannot take it over",
+                            new.mode
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     pub async fn get_registration(&self, tenant: &str, id: &str) -> Result<StoredDoc> {
