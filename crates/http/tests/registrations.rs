@@ -36,7 +36,7 @@ async fn registrations_are_created_discovered_updated_and_deleted() {
         "",
         json!({"id": "urn:ngsi-ld:ContextSourceRegistration:1", "type": "ContextSourceRegistration",
             "information": [{"entities": [{"type": "Vehicle"}], "propertyNames": ["speed"]}],
-            "endpoint": "http://cs.example.com:1026", "mode": "inclusive"}),
+            "endpoint": "http://cs.example.com:1026", "mode": "inclusive", "fleet": "city buses"}),
     )
     .await;
     assert_eq!(r.status(), 201);
@@ -61,6 +61,8 @@ async fn registrations_are_created_discovered_updated_and_deleted() {
         .await;
     assert_eq!(got["type"], "ContextSourceRegistration");
     assert_eq!(got["information"][0]["propertyNames"], json!(["speed"]));
+    // Members beyond Table 5.2.9-1 are context source properties of the registration, kept as written.
+    assert_eq!(got["fleet"], "city buses");
 
     // Discovery by type and attribute: the registration covers Vehicle/speed, not Building or colour.
     let found = s

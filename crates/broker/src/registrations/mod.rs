@@ -21,27 +21,15 @@ pub const TYPE: &str = "ContextSourceRegistration";
 /// §5.2.9: how a context source's information relates to the broker's own.
 pub const MODES: &[&str] = &["inclusive", "exclusive", "redirect", "auxiliary"];
 
-/// Members of a ContextSourceRegistration (Table 5.2.9-1) a client may write.
-const MEMBERS: &[&str] = &[
-    "id",
-    "type",
-    "registrationName",
-    "description",
-    "information",
-    "tenant",
-    "observationInterval",
-    "managementInterval",
-    "location",
-    "observationSpace",
-    "operationSpace",
-    "expiresAt",
-    "endpoint",
-    "contextSourceInfo",
-    "scope",
-    "mode",
-    "operations",
-    "refreshRate",
-    "management",
+/// Members of a ContextSourceRegistration the broker maintains (a client's values are ignored).
+const READ_ONLY: &[&str] = &[
+    "createdAt",
+    "modifiedAt",
+    "status",
+    "timesSent",
+    "timesFailed",
+    "lastSuccess",
+    "lastFailure",
 ];
 
 fn bad(msg: impl Into<String>) -> NgsiError {
@@ -596,18 +584,11 @@ impl Broker {
             .cloned()
             .ok_or_else(|| NgsiError::invalid("the body must be a JSON object"))?;
         doc.remove("@context");
-        if let Some(unknown) = doc.keys().find(|k| !MEMBERS.contains(&k.as_str())) {
-            // Read-only members (createdAt, status, …) are ignored; anything else is not a registration.
-            if !matches!(
-                unknown.as_str(),
-                "createdAt" | "modifiedAt" | "status" | "timesSent" | "timesFailed"
-            ) {
-                return Err(bad(format!(
-                    "'{unknown}' is not a member of a ContextSourceRegistration"
-                )));
-            }
+        // Members the broker maintains are not the client's to write; any other member is a context source
+        // property of the registration (§5.2.9) and is kept.
+        for k in READ_ONLY {
+            doc.remove(*k);
         }
-        doc.retain(|k, _| MEMBERS.contains(&k.as_str()));
         let id = match doc.remove("id") {
             Some(Value::String(s)) if misto_ngsild::validate::is_uri(&s) => s,
             None => format!(
@@ -817,10 +798,8 @@ impl Broker {
             if matches!(k.as_str(), "id" | "@context") {
                 continue;
             }
-            if !MEMBERS.contains(&k.as_str()) {
-                return Err(bad(format!(
-                    "'{k}' is not a member of a ContextSourceRegistration"
-                )));
+            if READ_ONLY.contains(&k.as_str()) {
+                continue;
             }
             changes.insert(k.clone(), v.clone());
         }
