@@ -6,10 +6,12 @@ pub mod bus;
 pub mod catalog;
 pub mod contexts;
 pub mod entities;
+pub mod entitymaps;
 pub mod linked;
 pub mod ordering;
 pub mod purge;
 pub mod query;
+pub mod registrations;
 pub mod subscriptions;
 pub mod temporal;
 pub mod typeexpr;
@@ -51,6 +53,10 @@ pub struct Broker {
     changes: tokio::sync::broadcast::Sender<Arc<EntityChange>>,
     /// Events between the nodes of a cluster (in-process unless configured).
     pub bus: Arc<dyn bus::Bus>,
+    /// Each tenant's context source registrations, compiled for forwarding.
+    registrations: Arc<registrations::forward::Cache>,
+    /// The HTTP client requests to context sources go out with.
+    forwarder: reqwest::Client,
 }
 
 impl Broker {
@@ -77,6 +83,8 @@ impl Broker {
             notifier: Arc::new(subscriptions::notifier::Notifier::new(notifier)),
             changes,
             bus: Arc::new(bus::local::LocalBus::default()),
+            registrations: Default::default(),
+            forwarder: reqwest::Client::new(),
         }
     }
 
@@ -113,6 +121,13 @@ impl Broker {
             .await?;
         if instances > 0 {
             tracing::debug!(instances, "transient attribute instances expired");
+        }
+        let registry = self
+            .store
+            .registry_expire(jiff::Timestamp::now().as_millisecond())
+            .await?;
+        if registry > 0 {
+            tracing::debug!(registry, "expired registrations and entity maps removed");
         }
         let gone = self.store.expire(&now).await?;
         for (tenant, id) in &gone {

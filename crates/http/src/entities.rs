@@ -98,7 +98,25 @@ pub async fn retrieve(
     let ctx = request::context(&s, &headers).await?;
     let join = crate::join::from_params(&p)?;
     let opts = render_options(&p, &ctx, join.as_ref())?;
-    if rendered::plain(&p, &[], &opts, accept, &headers) {
+    // Registered context sources that hold this entity are asked too, unless the request is local
+    // (§5.7.1); an entity map records who answered (§5.7.1.4).
+    let sources = if p.bool("local")? {
+        Vec::new()
+    } else {
+        s.broker
+            .sources_for_entity(&tenant, &id, "retrieveEntity")
+            .await?
+    };
+    let map_header = headers
+        .get(ENTITY_MAP_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let want_map = p.bool("entityMap")?;
+    if sources.is_empty()
+        && map_header.is_none()
+        && !want_map
+        && rendered::plain(&p, &[], &opts, accept, &headers)
+    {
         let found = s.broker.get_found(&tenant, &ctx, &id).await?;
         return Ok(rendered::entity(
             &found,
@@ -107,7 +125,25 @@ pub async fn retrieve(
             request::link_for(&s, &ctx),
         )?);
     }
-    let e = s.broker.get_entity(&tenant, &id).await?;
+    let (e, origins) = if sources.is_empty() {
+        let e = s.broker.get_entity(&tenant, &id).await?;
+        (
+            e,
+            vec![misto_broker::registrations::forward::LOCAL_SOURCE.to_string()],
+        )
+    } else {
+        let attrs: Option<Vec<String>> = p
+            .list("attrs")?
+            .map(|a| a.iter().map(|n| ctx.expand(n)).collect());
+        let r = s
+            .broker
+            .retrieve_distributed(&tenant, &id, attrs.as_deref(), &sources)
+            .await?;
+        let e = r
+            .entity
+            .ok_or_else(|| NgsiError::not_found(format!("entity {id} does not exist")))?;
+        (e, r.sources)
+    };
     if let Some(t) = p.non_empty("type")? {
         misto_broker::query::check_types(&e, t, &ctx, &id)?;
     }
@@ -161,8 +197,22 @@ pub async fn retrieve(
     if let Some(v) = applied {
         r.headers_mut().insert("Preference-Applied", v);
     }
+    let map = s
+        .broker
+        .entity_map_for(&tenant, map_header.as_deref(), want_map, || {
+            let mut m = serde_json::Map::new();
+            m.insert(id.clone(), serde_json::json!(origins));
+            m
+        })
+        .await?;
+    if let Some(v) = map.and_then(|m| HeaderValue::from_str(&m).ok()) {
+        r.headers_mut().insert(ENTITY_MAP_HEADER, v);
+    }
     Ok(r)
 }
+
+/// The header naming an entity map (§6.3.x: `NGSILD-EntityMap`).
+const ENTITY_MAP_HEADER: &str = "NGSILD-EntityMap";
 
 /// Parse the query parameters of GET /entities (and purge).
 pub(crate) fn query_params(p: &Params) -> Result<EntityQueryParams, NgsiError> {

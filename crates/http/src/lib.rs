@@ -3,6 +3,7 @@
 
 mod catalog;
 mod entities;
+mod entitymaps;
 mod health;
 mod identity;
 mod join;
@@ -12,6 +13,7 @@ mod paging;
 mod params;
 mod precheck;
 pub mod problem;
+mod registrations;
 mod rendered;
 mod representation;
 pub mod request;
@@ -185,6 +187,33 @@ pub fn router_with(state: AppState, domains: Router) -> Router {
         .route(
             "/jsonldContexts/{id}",
             get(catalog::get_context).delete(catalog::delete_context),
+        )
+        .route(
+            "/csourceRegistrations",
+            get(registrations::list).post(registrations::create),
+        )
+        .route(
+            "/csourceRegistrations/{id}",
+            get(registrations::retrieve)
+                .patch(registrations::update)
+                .delete(registrations::delete),
+        )
+        .route(
+            "/csourceSubscriptions",
+            get(registrations::subscriptions_not_supported)
+                .post(registrations::subscriptions_not_supported),
+        )
+        .route(
+            "/csourceSubscriptions/{id}",
+            get(registrations::subscriptions_not_supported)
+                .patch(registrations::subscriptions_not_supported)
+                .delete(registrations::subscriptions_not_supported),
+        )
+        .route(
+            "/entityMaps/{id}",
+            get(entitymaps::retrieve)
+                .patch(entitymaps::update)
+                .delete(entitymaps::delete),
         )
         .route_layer(middleware::from_fn(precheck::precheck))
         .method_not_allowed_fallback(health::method_not_allowed)

@@ -295,6 +295,8 @@ pub struct BatchBody {
     pub items: Vec<Value>,
     pub context: Option<Value>,
     pub refused: Vec<(String, NgsiError)>,
+    /// Under `application/ld+json`, each item's own `@context` (parallel to `items`).
+    pub item_contexts: Vec<Value>,
 }
 
 pub fn batch_json_body(headers: &HeaderMap, bytes: &[u8]) -> Result<BatchBody, NgsiError> {
@@ -320,6 +322,7 @@ pub fn batch_json_body(headers: &HeaderMap, bytes: &[u8]) -> Result<BatchBody, N
         items: Vec::with_capacity(all.len()),
         context: if ld { None } else { link.map(Value::String) },
         refused: Vec::new(),
+        item_contexts: Vec::new(),
     };
     for mut item in all {
         let id = item
@@ -346,8 +349,9 @@ pub fn batch_json_body(headers: &HeaderMap, bytes: &[u8]) -> Result<BatchBody, N
             )),
             (true, Some(c)) => {
                 if out.context.is_none() {
-                    out.context = Some(c);
+                    out.context = Some(c.clone());
                 }
+                out.item_contexts.push(c);
                 out.items.push(item);
             }
             (false, None) => out.items.push(item),

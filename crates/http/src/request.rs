@@ -3,6 +3,7 @@
 use axum::body::Bytes;
 use axum::http::HeaderMap;
 use misto_ngsild::{Context, ErrorKind, NgsiError};
+use serde_json::Value;
 
 use crate::negotiate::{self, Accept, JsonBody};
 use crate::params::Params;
@@ -84,8 +85,47 @@ pub async fn batch_body(
     bytes: &Bytes,
 ) -> Result<(negotiate::BatchBody, Context), NgsiError> {
     check_limit(state, bytes)?;
-    let b = negotiate::batch_json_body(headers, bytes)?;
-    let ctx = state.broker.contexts.resolve(b.context.as_ref()).await?;
+    let mut b = negotiate::batch_json_body(headers, bytes)?;
+    if b.item_contexts.is_empty() {
+        let ctx = state.broker.contexts.resolve(b.context.as_ref()).await?;
+        return Ok((b, ctx));
+    }
+    // Each entity of a JSON-LD batch carries its own @context: one that cannot be loaded fails that entity
+    // (an error of the 207 answer), not the batch. The batch is read with the first context that loads.
+    let mut tried: Vec<(Value, Result<Context, NgsiError>)> = Vec::new();
+    let mut shared: Option<Context> = None;
+    let mut items = Vec::with_capacity(b.items.len());
+    for (item, c) in std::mem::take(&mut b.items)
+        .into_iter()
+        .zip(std::mem::take(&mut b.item_contexts))
+    {
+        let known = tried.iter().position(|(v, _)| *v == c);
+        let at = match known {
+            Some(i) => i,
+            None => {
+                let r = state.broker.contexts.resolve(Some(&c)).await;
+                tried.push((c, r));
+                tried.len() - 1
+            }
+        };
+        match &tried[at].1 {
+            Ok(ctx) => {
+                if shared.is_none() {
+                    shared = Some(ctx.clone());
+                }
+                items.push(item);
+            }
+            Err(e) => {
+                let id = item.get("id").and_then(Value::as_str).unwrap_or_default();
+                b.refused.push((id.to_string(), e.clone()));
+            }
+        }
+    }
+    b.items = items;
+    let ctx = match shared {
+        Some(c) => c,
+        None => state.broker.contexts.resolve(None).await?,
+    };
     Ok((b, ctx))
 }
 

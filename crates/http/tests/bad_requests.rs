@@ -882,6 +882,38 @@ async fn batch_items_fail_one_by_one_with_problems() {
     );
 }
 
+/// In a JSON-LD batch each entity brings its own @context: one that cannot be loaded fails that entity with
+/// LdContextNotAvailable, and the others are still created.
+#[tokio::test]
+async fn batch_items_with_unloadable_contexts_fail_alone() {
+    let s = TestServer::start().await;
+    let core = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld";
+    let body = json!([
+        {"id": "urn:ngsi-ld:T:lost1", "type": "T", "@context": "https://example.invalid/none.jsonld"},
+        {"id": "urn:ngsi-ld:T:fine", "type": "T", "@context": core},
+        {"id": "urn:ngsi-ld:T:lost2", "type": "T", "@context": "https://example.invalid/none.jsonld"},
+    ]);
+    let r = s
+        .req(Method::POST, "/entityOperations/create")
+        .header("Content-Type", "application/ld+json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 207);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["success"], json!(["urn:ngsi-ld:T:fine"]));
+    let errors = v["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2);
+    for e in errors {
+        assert_eq!(
+            e["error"]["type"], "https://uri.etsi.org/ngsi-ld/errors/LdContextNotAvailable",
+            "{e}"
+        );
+        assert!(e["error"]["title"].is_string());
+    }
+}
+
 #[tokio::test]
 async fn oversize_bodies_are_refused() {
     let s = TestServer::start_with(misto_http::HttpConfig { body_limit: 4096 }).await;

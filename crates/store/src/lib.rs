@@ -14,12 +14,14 @@ pub mod devices;
 mod doc;
 pub mod notify;
 pub mod postgres;
+pub mod registry;
 pub mod sqlite;
 mod summary;
 pub mod temporal;
 
 pub use devices::DeviceStore;
 pub use notify::NotifyStore;
+pub use registry::RegistryStore;
 pub use summary::AttrKey;
 pub use temporal::TemporalStore;
 
@@ -183,7 +185,9 @@ pub struct TypeSummary {
 }
 
 #[async_trait]
-pub trait EntityStore: NotifyStore + TemporalStore + DeviceStore + Send + Sync + 'static {
+pub trait EntityStore:
+    NotifyStore + TemporalStore + DeviceStore + RegistryStore + Send + Sync + 'static
+{
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
 

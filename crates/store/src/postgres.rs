@@ -18,6 +18,7 @@ use crate::{
 
 mod devices;
 mod notify;
+mod registry;
 mod temporal;
 
 const SCAN_CHUNK: i64 = 500;

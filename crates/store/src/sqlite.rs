@@ -36,6 +36,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0008_cluster.sql"),
     include_str!("../migrations/sqlite/0009_transient_instances.sql"),
     include_str!("../migrations/sqlite/0020_devices.sql"),
+    include_str!("../migrations/sqlite/0021_registry.sql"),
 ];
 /// Geo instances indexed per entity (gid = seq * GEO_SLOTS + n).
 const GEO_SLOTS: i64 = 64;
@@ -45,6 +46,7 @@ const SCAN_CHUNK: usize = 500;
 
 mod devices;
 mod notify;
+mod registry;
 mod temporal;
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;

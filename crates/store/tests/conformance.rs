@@ -1523,6 +1523,96 @@ async fn devices(s: &dyn EntityStore) {
     assert_eq!(s.count_dead_letters("t").await.unwrap(), 1);
 }
 
+async fn registry(s: &dyn EntityStore) {
+    use misto_store::registry::{Kind, StoredDoc};
+    let now = 1_000_000;
+    let doc = |tenant: &str, id: &str, n: i64, expires_ms: Option<i64>| StoredDoc {
+        tenant: tenant.into(),
+        id: id.into(),
+        doc: json!({"n": n}),
+        expires_ms,
+    };
+    let reg = Kind::Registration;
+    assert!(s
+        .registry_put(reg, &doc("t", "urn:a", 1, None), true, now)
+        .await
+        .unwrap());
+    assert!(s
+        .registry_put(reg, &doc("t", "urn:b", 2, Some(now + 10)), true, now)
+        .await
+        .unwrap());
+    // The id is taken while the document lives; a replacement needs a live one.
+    assert!(!s
+        .registry_put(reg, &doc("t", "urn:a", 3, None), true, now)
+        .await
+        .unwrap());
+    assert!(!s
+        .registry_put(reg, &doc("t", "urn:c", 3, None), false, now)
+        .await
+        .unwrap());
+    assert!(s
+        .registry_put(reg, &doc("t", "urn:a", 4, None), false, now)
+        .await
+        .unwrap());
+    let a = s
+        .registry_get(reg, "t", "urn:a", now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.doc, json!({"n": 4}));
+    // Kinds and tenants are apart.
+    assert!(s
+        .registry_get(Kind::EntityMap, "t", "urn:a", now)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(s
+        .registry_get(reg, "u", "urn:a", now)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(s
+        .registry_put(Kind::EntityMap, &doc("t", "urn:a", 9, None), true, now)
+        .await
+        .unwrap());
+    // Listed in creation order (a replacement keeps its place); expired ones are not seen.
+    let ids = |l: Vec<StoredDoc>| l.into_iter().map(|d| d.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s.registry_list(reg, "t", now).await.unwrap()),
+        ["urn:a", "urn:b"]
+    );
+    assert_eq!(
+        ids(s.registry_list(reg, "t", now + 10).await.unwrap()),
+        ["urn:a"]
+    );
+    assert!(s
+        .registry_get(reg, "t", "urn:b", now + 10)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(!s
+        .registry_delete(reg, "t", "urn:b", now + 10)
+        .await
+        .unwrap());
+    // An expired id may be created again before the sweep.
+    assert!(s
+        .registry_put(reg, &doc("t", "urn:b", 5, Some(now + 20)), true, now + 10)
+        .await
+        .unwrap());
+    assert_eq!(s.registry_expire(now + 20).await.unwrap(), 1);
+    assert!(s
+        .registry_get(reg, "t", "urn:b", now)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(s.registry_delete(reg, "t", "urn:a", now).await.unwrap());
+    assert!(!s.registry_delete(reg, "t", "urn:a", now).await.unwrap());
+    assert_eq!(
+        ids(s.registry_list(Kind::EntityMap, "t", now).await.unwrap()),
+        ["urn:a"]
+    );
+}
+
 macro_rules! suite {
     ($($name:ident),*) => {
         mod sqlite_ {
@@ -1554,6 +1644,7 @@ async fn run(name: &str, s: Arc<dyn EntityStore>) {
         "retrying_batches" => retrying_batches(s).await,
         "temporal" => temporal(s.as_ref()).await,
         "devices" => devices(s.as_ref()).await,
+        "registry" => registry(s.as_ref()).await,
         other => panic!("unknown test {other}"),
     }
 }
@@ -1574,5 +1665,6 @@ suite!(
     retrying_modifications,
     retrying_batches,
     temporal,
-    devices
+    devices,
+    registry
 );

@@ -354,7 +354,7 @@ fn recompact(name: &str, from: &Context, to: &Context) -> String {
     to.compact(&from.expand(name))
 }
 
-fn recompact_types(t: &str, from: &Context, to: &Context) -> String {
+pub(crate) fn recompact_types(t: &str, from: &Context, to: &Context) -> String {
     // Type expressions are names joined by operators; each name is translated on its own.
     let mut out = String::new();
     let mut word = String::new();
