@@ -10,7 +10,7 @@ start_misto() { # prefix
     psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
     db_args=(--database-url "postgres://postgres@127.0.0.1:5432/$db")
   fi
-  MISTO_LOG=warn ./target/release/misto serve --http-addr "127.0.0.1:$port" --data-dir "$data" "${db_args[@]}" > "$data/misto.log" 2>&1 &
+  MISTO_MQTT_ADDR="${MISTO_MQTT_ADDR:-off}" MISTO_LOG=warn ./target/release/misto serve --http-addr "127.0.0.1:$port" --data-dir "$data" "${db_args[@]}" > "$data/misto.log" 2>&1 &
   pid=$!
   trap stop_misto EXIT
   url="http://127.0.0.1:$port"
