@@ -1,6 +1,7 @@
 //! Entity type selection expressions (`type=A,B`, `A;B`, `A|B`, parentheses) and scope queries (`scopeQ`).
 
 use misto_ngsild::{Context, NgsiError};
+use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum TypeExpr {
@@ -178,6 +179,39 @@ fn scope_matches(pattern: &str, scope: &str) -> bool {
     let p: Vec<&str> = pattern.split('/').collect();
     let s: Vec<&str> = scope.split('/').collect();
     p.len() == s.len() && p.iter().zip(&s).all(|(a, b)| *a == "+" || a == b)
+}
+
+/// Check a list of entity selectors (subscriptions' `entities`, registrations' `EntityInfo`): a non-empty array
+/// of objects, each with a type expression, an optional URI `id` and an optional regular-expression
+/// `idPattern`. `noun` names a selector in the messages.
+pub fn check_entity_selectors(v: &Value, noun: &str) -> misto_ngsild::Result<()> {
+    let bad = |m: String| misto_ngsild::NgsiError::bad_data(m);
+    let list = v
+        .as_array()
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| bad(format!("entities must be a non-empty array of {noun}s")))?;
+    for sel in list {
+        let sel = sel
+            .as_object()
+            .ok_or_else(|| bad(format!("an {noun} must be an object")))?;
+        let t = sel
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad(format!("an {noun} needs a type")))?;
+        TypeExpr::parse(t)?;
+        if let Some(id) = sel.get("id") {
+            if !id.as_str().is_some_and(misto_ngsild::validate::is_uri) {
+                return Err(bad(format!("an {noun}'s id must be a URI")));
+            }
+        }
+        if let Some(p) = sel.get("idPattern") {
+            let p = p
+                .as_str()
+                .ok_or_else(|| bad("idPattern must be a string".into()))?;
+            regex::Regex::new(p).map_err(|e| bad(format!("idPattern: {e}")))?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

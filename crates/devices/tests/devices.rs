@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+mod common;
+
 use misto_broker::{Broker, BrokerConfig, ContextStore};
 use misto_devices::{CodecLimits, Devices, DevicesConfig};
 use misto_http::{AppState, HttpConfig};
@@ -23,18 +25,7 @@ struct Server {
 }
 
 async fn start(postgres: bool, config: DevicesConfig) -> Server {
-    let (store, dir): (Arc<dyn misto_store::EntityStore>, _) = if postgres {
-        let url = std::env::var("MISTO_TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let s = misto_store::postgres::PgStore::connect_isolated(&url)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL at {url} is needed for these tests: {e}"));
-        (Arc::new(s), None)
-    } else {
-        let dir = tempfile::tempdir().unwrap();
-        let s = misto_store::sqlite::SqliteStore::open(dir.path().join("d.db")).unwrap();
-        (Arc::new(s), Some(dir))
-    };
+    let (store, dir) = common::store(postgres).await;
     let contexts = Arc::new(ContextStore::new(false));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
 use misto_broker::{Broker, BrokerConfig, ContextStore};
 use misto_devices::model::DeviceInput;
 use misto_devices::mqtt::external::{ExternalConfig, ExternalLink};
@@ -19,18 +21,7 @@ use serde_json::json;
 const TARGET: &str = "urn:ngsi-ld:AirQualityObserved:";
 
 async fn devices(pg: bool) -> (Devices, Option<tempfile::TempDir>) {
-    let (store, dir): (Arc<dyn misto_store::EntityStore>, _) = if pg {
-        let url = std::env::var("MISTO_TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let s = misto_store::postgres::PgStore::connect_isolated(&url)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL at {url} is needed for these tests: {e}"));
-        (Arc::new(s), None)
-    } else {
-        let dir = tempfile::tempdir().unwrap();
-        let s = misto_store::sqlite::SqliteStore::open(dir.path().join("m.db")).unwrap();
-        (Arc::new(s), Some(dir))
-    };
+    let (store, dir) = common::store(pg).await;
     let broker = Broker::new(
         store,
         Arc::new(ContextStore::new(false)),

@@ -93,33 +93,7 @@ fn validate_information(v: &Value) -> Result<()> {
         }
         for (k, v) in info {
             match k.as_str() {
-                "entities" => {
-                    let list = v
-                        .as_array()
-                        .filter(|a| !a.is_empty())
-                        .ok_or_else(|| bad("entities must be a non-empty array of EntityInfo"))?;
-                    for e in list {
-                        let e = e
-                            .as_object()
-                            .ok_or_else(|| bad("an EntityInfo must be an object"))?;
-                        let t = e
-                            .get("type")
-                            .and_then(Value::as_str)
-                            .ok_or_else(|| bad("an EntityInfo needs a type"))?;
-                        TypeExpr::parse(t)?;
-                        if let Some(id) = e.get("id") {
-                            if !id.as_str().is_some_and(misto_ngsild::validate::is_uri) {
-                                return Err(bad("an EntityInfo's id must be a URI"));
-                            }
-                        }
-                        if let Some(p) = e.get("idPattern") {
-                            let p = p
-                                .as_str()
-                                .ok_or_else(|| bad("idPattern must be a string"))?;
-                            regex::Regex::new(p).map_err(|e| bad(format!("idPattern: {e}")))?;
-                        }
-                    }
-                }
+                "entities" => crate::typeexpr::check_entity_selectors(v, "EntityInfo")?,
                 "propertyNames" | "relationshipNames" => names(v, k)?,
                 other => {
                     return Err(bad(format!(

@@ -16,7 +16,6 @@ use misto_ngsild::{Context, NgsiError, Result};
 use misto_store::notify::StoredSubscription;
 use serde_json::{json, Map, Value};
 
-use crate::typeexpr::TypeExpr;
 use crate::Broker;
 
 pub const TRIGGERS: &[&str] = &[
@@ -123,31 +122,7 @@ pub fn validate(doc: &Map<String, Value>) -> Result<()> {
     }
     let entities = doc.get("entities");
     if let Some(e) = entities {
-        let list = e
-            .as_array()
-            .filter(|a| !a.is_empty())
-            .ok_or_else(|| bad("entities must be a non-empty array of entity selectors"))?;
-        for sel in list {
-            let sel = sel
-                .as_object()
-                .ok_or_else(|| bad("an entity selector must be an object"))?;
-            let t = sel
-                .get("type")
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad("an entity selector needs a type"))?;
-            TypeExpr::parse(t)?;
-            if let Some(id) = sel.get("id") {
-                if !id.as_str().is_some_and(misto_ngsild::validate::is_uri) {
-                    return Err(bad("an entity selector's id must be a URI"));
-                }
-            }
-            if let Some(p) = sel.get("idPattern") {
-                let p = p
-                    .as_str()
-                    .ok_or_else(|| bad("idPattern must be a string"))?;
-                regex::Regex::new(p).map_err(|e| bad(format!("idPattern: {e}")))?;
-            }
-        }
+        crate::typeexpr::check_entity_selectors(e, "entity selector")?;
     }
     let watched = doc.get("watchedAttributes");
     if let Some(w) = watched {
