@@ -10,6 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use misto_ngsild::{Entity, NgsiError};
 
+pub mod commands;
 pub mod devices;
 mod doc;
 pub mod notify;
@@ -19,6 +20,7 @@ pub mod sqlite;
 mod summary;
 pub mod temporal;
 
+pub use commands::CommandStore;
 pub use devices::DeviceStore;
 pub use notify::NotifyStore;
 pub use registry::RegistryStore;
@@ -186,7 +188,7 @@ pub struct TypeSummary {
 
 #[async_trait]
 pub trait EntityStore:
-    NotifyStore + TemporalStore + DeviceStore + RegistryStore + Send + Sync + 'static
+    NotifyStore + TemporalStore + DeviceStore + CommandStore + RegistryStore + Send + Sync + 'static
 {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;

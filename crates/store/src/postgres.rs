@@ -16,6 +16,7 @@ use crate::{
     TypeSummary, ViewFn,
 };
 
+mod commands;
 mod devices;
 mod notify;
 mod registry;

@@ -37,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0009_transient_instances.sql"),
     include_str!("../migrations/sqlite/0020_devices.sql"),
     include_str!("../migrations/sqlite/0021_registry.sql"),
+    include_str!("../migrations/sqlite/0022_commands.sql"),
 ];
 /// Geo instances indexed per entity (gid = seq * GEO_SLOTS + n).
 const GEO_SLOTS: i64 = 64;
@@ -44,6 +45,7 @@ const GEO_SLOTS: i64 = 64;
 const MAX_GROUP: usize = 512;
 const SCAN_CHUNK: usize = 500;
 
+mod commands;
 mod devices;
 mod notify;
 mod registry;

@@ -1523,6 +1523,101 @@ async fn devices(s: &dyn EntityStore) {
     assert_eq!(s.count_dead_letters("t").await.unwrap(), 1);
 }
 
+async fn commands(s: &dyn EntityStore) {
+    use misto_store::commands::{CommandRecord, ACKNOWLEDGED, FAILED, QUEUED, SENT};
+    let cmd = |tenant: &str, id: &str, at: i64| CommandRecord {
+        tenant: tenant.into(),
+        id: id.into(),
+        device: "cab-1".into(),
+        f_port: 10,
+        bytes: "AQ==".into(),
+        confirmed: true,
+        state: QUEUED.into(),
+        reason: None,
+        created_ms: at,
+        updated_ms: at,
+    };
+    s.add_command(&cmd("t", "c1", 1)).await.unwrap();
+    s.add_command(&cmd("t", "c2", 2)).await.unwrap();
+    s.add_command(&cmd("u", "c3", 3)).await.unwrap();
+    assert_eq!(
+        s.get_command("t", "c1").await.unwrap(),
+        Some(cmd("t", "c1", 1))
+    );
+    assert_eq!(
+        s.get_command("u", "c1").await.unwrap(),
+        None,
+        "tenants are apart"
+    );
+    let page = s.list_commands("t", "cab-1", 0, 10).await.unwrap();
+    let ids: Vec<&str> = page.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["c2", "c1"], "newest first");
+    assert_eq!(
+        s.list_commands("t", "cab-1", 1, 10).await.unwrap()[0].id,
+        "c1"
+    );
+    assert!(s
+        .list_commands("t", "other", 0, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // queued → sent → acknowledged; a late `sent` or a failure leaves a final state alone.
+    let c = s
+        .set_command_state("t", "c1", SENT, None, 5)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((c.state.as_str(), c.updated_ms), (SENT, 5));
+    let c = s
+        .set_command_state("t", "c1", ACKNOWLEDGED, None, 6)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.state, ACKNOWLEDGED);
+    let c = s
+        .set_command_state("t", "c1", SENT, None, 7)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((c.state.as_str(), c.updated_ms), (ACKNOWLEDGED, 6));
+    let c = s
+        .set_command_state("t", "c1", FAILED, Some("late"), 8)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.state, ACKNOWLEDGED);
+    let c = s
+        .set_command_state("t", "c2", FAILED, Some("no route"), 9)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (c.state.as_str(), c.reason.as_deref()),
+        (FAILED, Some("no route"))
+    );
+    assert_eq!(
+        s.set_command_state("t", "nope", SENT, None, 9)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Routes.
+    assert_eq!(s.get_route("t", "cab-1").await.unwrap(), None);
+    s.set_route("t", "cab-1", &json!({"chirpstack": "app-1"}))
+        .await
+        .unwrap();
+    s.set_route("t", "cab-1", &json!({"tts": "city@kyiv"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_route("t", "cab-1").await.unwrap(),
+        Some(json!({"tts": "city@kyiv"}))
+    );
+    assert_eq!(s.get_route("u", "cab-1").await.unwrap(), None);
+}
+
 async fn registry(s: &dyn EntityStore) {
     use misto_store::registry::{Kind, StoredDoc};
     let now = 1_000_000;
@@ -1645,6 +1740,7 @@ async fn run(name: &str, s: Arc<dyn EntityStore>) {
         "temporal" => temporal(s.as_ref()).await,
         "devices" => devices(s.as_ref()).await,
         "registry" => registry(s.as_ref()).await,
+        "commands" => commands(s.as_ref()).await,
         other => panic!("unknown test {other}"),
     }
 }
@@ -1666,5 +1762,6 @@ suite!(
     retrying_batches,
     temporal,
     devices,
-    registry
+    registry,
+    commands
 );
