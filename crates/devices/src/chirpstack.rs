@@ -34,6 +34,14 @@ pub fn topic(t: &str) -> Option<(String, &str)> {
     }
 }
 
+/// The application id of a ChirpStack event topic.
+pub fn topic_application(t: &str) -> Option<&str> {
+    match t.split('/').collect::<Vec<_>>().as_slice() {
+        ["application", app, "device", _, "event", _] if !app.is_empty() => Some(*app),
+        _ => None,
+    }
+}
+
 /// Parse the body of event `event` (`?event=` of the HTTP integration, or the MQTT topic's last level).
 pub fn parse(event: &str, body: &Value) -> Result<Event, String> {
     if !body.is_object() {
@@ -60,6 +68,7 @@ pub fn parse(event: &str, body: &Value) -> Result<Event, String> {
                 source: "chirpstack".into(),
                 dev_eui: dev_eui(body),
                 device_id: device_name(body),
+                application: text(body.pointer("/deviceInfo/applicationId")),
                 time,
                 f_port: number(body.get("fPort")).map(|f| f as u32),
                 f_cnt: Some(number(body.get("fCnt")).unwrap_or(0.0) as i64),
@@ -85,10 +94,15 @@ pub fn parse(event: &str, body: &Value) -> Result<Event, String> {
             }))
         }
         "join" => Event::Device(base(EventKind::Join)),
+        // queueItemId is the id misto gave the command (DownlinkCommand `id`).
         "ack" => Event::Device(base(EventKind::DownlinkAck {
             acknowledged: body.get("acknowledged") == Some(&Value::Bool(true)),
+            command: text(body.get("queueItemId")),
+            reason: None,
         })),
-        "txack" => Event::Device(base(EventKind::DownlinkSent)),
+        "txack" => Event::Device(base(EventKind::DownlinkSent {
+            command: text(body.get("queueItemId")),
+        })),
         "log" => Event::Device(base(EventKind::Log {
             level: text(body.get("level")).unwrap_or_else(|| "INFO".into()),
             description: text(body.get("description")).unwrap_or_default(),

@@ -12,6 +12,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use crate::chirpstack::{self, Event};
+use crate::commands::command_json;
 use crate::model::{canonical_eui, DeviceInput};
 use crate::{tts, DeviceError, Devices, Outcome};
 
@@ -35,6 +36,11 @@ pub fn router(devices: Devices) -> Router {
             "/devices/v1/devices/{id}",
             get(get_device).put(replace_device).delete(delete_device),
         )
+        .route(
+            "/devices/v1/devices/{id}/commands",
+            get(list_commands).post(create_command),
+        )
+        .route("/devices/v1/commands/{id}", get(get_command))
         .route("/devices/v1/ingest", post(ingest))
         .route("/devices/v1/deadletters", get(list_dead_letters))
         .route("/devices/v1/deadletters/replay", post(replay))
@@ -161,6 +167,48 @@ async fn create_device(State(d): State<Devices>, h: HeaderMap, Query(q): Q, b: B
 
 async fn get_device(State(d): State<Devices>, h: HeaderMap, Path(id): Path<String>) -> Res {
     Ok(Json(d.get_device(&tenant(&h)?, &id).await?).into_response())
+}
+
+fn count(q: &HashMap<String, String>, name: &str, default: usize) -> Result<usize, DeviceError> {
+    q.get(name).map_or(Ok(default), |v| {
+        v.parse()
+            .map_err(|_| DeviceError::invalid(format!("{name} must be a whole number")))
+    })
+}
+
+async fn create_command(
+    State(d): State<Devices>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    b: Bytes,
+) -> Res {
+    let c = d.command(&tenant(&h)?, &id, &json_body(&b)?).await?;
+    let loc = format!("/devices/v1/commands/{}", c.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, loc)],
+        Json(command_json(&c)),
+    )
+        .into_response())
+}
+
+async fn list_commands(
+    State(d): State<Devices>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Res {
+    let limit = count(&q, "limit", 20)?;
+    if !(1..=1000).contains(&limit) {
+        return Err(DeviceError::invalid("limit must be 1–1000"));
+    }
+    let offset = count(&q, "offset", 0)?;
+    let list = d.list_commands(&tenant(&h)?, &id, offset, limit).await?;
+    Ok(Json(list.iter().map(command_json).collect::<Vec<_>>()).into_response())
+}
+
+async fn get_command(State(d): State<Devices>, h: HeaderMap, Path(id): Path<String>) -> Res {
+    Ok(Json(command_json(&d.get_command(&tenant(&h)?, &id).await?)).into_response())
 }
 
 async fn replace_device(

@@ -154,6 +154,13 @@ impl Devices {
             )));
         };
         let dev = Some(device.id.as_str());
+        if record_health {
+            if let Some(r) =
+                crate::commands::Route::of_uplink(up, &device.id, device.dev_eui.as_deref())
+            {
+                self.learn_route(tenant, &device.id, r).await?;
+            }
+        }
         let time = up
             .time
             .as_deref()
@@ -414,15 +421,29 @@ impl Devices {
                     "network-server log event"
                 );
             }
-            EventKind::DownlinkAck { acknowledged } => {
+            EventKind::DownlinkAck {
+                acknowledged,
+                command,
+                reason,
+            } => {
                 tracing::debug!(
                     tenant,
                     device = device.id,
                     acknowledged,
+                    command,
                     "downlink acknowledgement"
                 );
+                if let Some(c) = command {
+                    self.command_event(tenant, c, Some(*acknowledged), reason.as_deref())
+                        .await?;
+                }
             }
-            EventKind::DownlinkSent | EventKind::Other => {}
+            EventKind::DownlinkSent { command } => {
+                if let Some(c) = command {
+                    self.command_event(tenant, c, None, None).await?;
+                }
+            }
+            EventKind::Other => {}
         }
         if !attrs.is_empty() {
             attrs.insert("id".into(), json!(device_entity_id(&device.id)));

@@ -9,6 +9,7 @@
 
 pub mod chirpstack;
 pub mod codec;
+pub mod commands;
 pub mod error;
 pub mod http;
 mod ingest;
@@ -58,6 +59,17 @@ pub struct Devices {
     linked: Arc<Mutex<HashSet<u64>>>,
     /// Profiles read lately, by (tenant, id), with when they were read.
     profiles: Arc<Mutex<HashMap<TenantDevice, CachedProfile>>>,
+    /// Routes of devices written lately (so an uplink writes its device's route only when it changed).
+    routes: Arc<Mutex<HashMap<TenantDevice, serde_json::Value>>>,
+    /// The MQTT transports downlinks leave through, set once they run.
+    transports: Arc<Mutex<Transports>>,
+}
+
+/// The embedded endpoint and the external broker link (with the tenant it serves), when running.
+#[derive(Default)]
+struct Transports {
+    gateway: Option<mqtt::gateway::Gateway>,
+    external: Option<(mqtt::external::ExternalLink, String)>,
 }
 
 type CachedProfile = (std::time::Instant, Arc<model::Profile>);
@@ -72,7 +84,35 @@ impl Devices {
             verified: Arc::default(),
             linked: Arc::default(),
             profiles: Arc::default(),
+            routes: Arc::default(),
+            transports: Arc::default(),
         })
+    }
+
+    /// Send downlinks through misto's MQTT endpoint.
+    pub fn set_gateway(&self, g: mqtt::gateway::Gateway) {
+        if let Ok(mut t) = self.transports.lock() {
+            t.gateway = Some(g);
+        }
+    }
+
+    /// Send the downlinks of `tenant` through the external broker.
+    pub fn set_external(&self, link: mqtt::external::ExternalLink, tenant: &str) {
+        if let Ok(mut t) = self.transports.lock() {
+            t.external = Some((link, tenant.to_string()));
+        }
+    }
+
+    fn transports(
+        &self,
+    ) -> (
+        Option<mqtt::gateway::Gateway>,
+        Option<(mqtt::external::ExternalLink, String)>,
+    ) {
+        self.transports
+            .lock()
+            .map(|t| (t.gateway.clone(), t.external.clone()))
+            .unwrap_or_default()
     }
 
     /// The token network servers authenticate with (HTTP integrations, MQTT `integration` login).

@@ -40,6 +40,25 @@ pub fn topic(t: &str) -> Option<(&str, &str, &str)> {
     (!app.is_empty() && !device.is_empty() && !message.is_empty()).then_some((app, device, message))
 }
 
+/// misto's command id among the correlation ids of a downlink message (of the message, or of the downlink).
+fn command_of(body: &Value, kind: &str) -> Option<String> {
+    let lists = [
+        body.get("correlation_ids"),
+        body.get(kind).and_then(|m| m.get("correlation_ids")),
+        body.get(kind)
+            .and_then(|m| m.get("downlink"))
+            .and_then(|d| d.get("correlation_ids")),
+    ];
+    lists
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_array)
+        .flatten()
+        .filter_map(Value::as_str)
+        .find_map(|c| c.strip_prefix(crate::commands::CORRELATION_PREFIX))
+        .map(str::to_string)
+}
+
 pub fn parse(body: &Value) -> Result<Event, String> {
     let kind = kind_of(body)
         .ok_or("no TTS message member (uplink_message, join_accept, …) in the body")?;
@@ -68,6 +87,7 @@ pub fn parse(body: &Value) -> Result<Event, String> {
                 source: "tts".into(),
                 dev_eui: dev_eui.clone(),
                 device_id: device_id.clone(),
+                application: text(body.pointer("/end_device_ids/application_ids/application_id")),
                 time: time.clone().or_else(|| text(up.get("received_at"))),
                 f_port: number(up.get("f_port")).map(|f| f as u32),
                 f_cnt: Some(number(up.get("f_cnt")).unwrap_or(0.0) as i64),
@@ -79,11 +99,22 @@ pub fn parse(body: &Value) -> Result<Event, String> {
             })
         }
         "join_accept" => Event::Device(base(EventKind::Join)),
-        "downlink_ack" => Event::Device(base(EventKind::DownlinkAck { acknowledged: true })),
+        "downlink_ack" => Event::Device(base(EventKind::DownlinkAck {
+            acknowledged: true,
+            command: command_of(body, kind),
+            reason: None,
+        })),
         "downlink_nack" | "downlink_failed" => Event::Device(base(EventKind::DownlinkAck {
             acknowledged: false,
+            command: command_of(body, kind),
+            reason: Some(
+                text(body.pointer("/downlink_failed/error/message_format"))
+                    .unwrap_or_else(|| format!("The Things Stack reported {kind}")),
+            ),
         })),
-        "downlink_sent" => Event::Device(base(EventKind::DownlinkSent)),
+        "downlink_sent" => Event::Device(base(EventKind::DownlinkSent {
+            command: command_of(body, kind),
+        })),
         "location_solved" => {
             let loc = &body["location_solved"]["location"];
             Event::Device(base(EventKind::Location {
@@ -136,7 +167,9 @@ mod tests {
         assert_eq!(
             ev.kind,
             EventKind::DownlinkAck {
-                acknowledged: false
+                acknowledged: false,
+                command: None,
+                reason: Some("The Things Stack reported downlink_failed".into()),
             }
         );
         let Event::Device(ev) =

@@ -21,6 +21,9 @@ pub struct Uplink {
     /// When it was received (RFC 3339); None: when misto received it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<String>,
+    /// The network server's application (ChirpStack application id, TTS `{app}@{tenant}`), for downlinks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub f_port: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -66,12 +69,17 @@ pub enum EventKind {
         margin: Option<f64>,
     },
     Join,
-    /// A downlink was acknowledged (`true`) or not / failed.
+    /// A downlink was acknowledged (`true`) or not / failed; `command` is misto's command id when the
+    /// network server reports it, `reason` why it failed.
     DownlinkAck {
         acknowledged: bool,
+        command: Option<String>,
+        reason: Option<String>,
     },
     /// The gateway sent a downlink.
-    DownlinkSent,
+    DownlinkSent {
+        command: Option<String>,
+    },
     /// Position as [longitude, latitude].
     Location {
         lon: f64,

@@ -119,6 +119,7 @@ pub async fn serve(s: Settings, seeder: Option<Seeder>) -> anyhow::Result<()> {
     if let Some(a) = s.mqtt_addr {
         match misto_devices::mqtt::gateway::Gateway::start(devices.clone(), a).await {
             Ok((gw, task)) => {
+                devices.set_gateway(gw.clone());
                 println!("misto MQTT endpoint on {}", gw.local_addr());
                 mqtt.push(task);
             }
@@ -137,8 +138,9 @@ pub async fn serve(s: Settings, seeder: Option<Seeder>) -> anyhow::Result<()> {
             &s.mqtt_external_tenant,
         )
         .map_err(|e| anyhow::anyhow!("the external MQTT broker: {e}"))?;
-        let (_link, task) =
-            misto_devices::mqtt::external::ExternalLink::start(devices.clone(), cfg);
+        let tenant = cfg.tenant.clone();
+        let (link, task) = misto_devices::mqtt::external::ExternalLink::start(devices.clone(), cfg);
+        devices.set_external(link, &tenant);
         mqtt.push(task);
     }
     let domains =

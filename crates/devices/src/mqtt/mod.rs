@@ -32,7 +32,15 @@ pub(crate) async fn take(
             Route::Tts => tts::parse(&body),
         });
     match parsed {
-        Ok(Event::Up(up)) => devices.uplink(tenant, up).await.map(|_| ()),
+        Ok(Event::Up(mut up)) => {
+            // The topic names the application as downlinks must (TTS: `{app}@{tenant}`).
+            if let Some(app) = chirpstack::topic_application(topic)
+                .or_else(|| tts::topic(topic).map(|(app, _, _)| app))
+            {
+                up.application = Some(app.to_string());
+            }
+            devices.uplink(tenant, up).await.map(|_| ())
+        }
         Ok(Event::Device(ev)) => devices.event(tenant, ev).await.map(|_| ()),
         Err(reason) => {
             metrics::counter!("misto_devices_dead_letters_total", "reason" => "unreadable")
