@@ -35,6 +35,9 @@ struct World {
     http: reqwest::Client,
     ns: AsyncClient,
     ev: EventLoop,
+    port: u16,
+    /// Token of `cab-mqtt`, a device on misto's own endpoint.
+    token: String,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -127,6 +130,14 @@ async fn start(pg: bool) -> World {
             serde_json::from_value(json!({"id": id, "devEui": eui, "profile": "cabinet"})).unwrap();
         d.put_device("", None, input, true, false).await.unwrap();
     }
+    let input: DeviceInput =
+        serde_json::from_value(json!({"id": "cab-mqtt", "profile": "cabinet"})).unwrap();
+    let token = d
+        .put_device("", None, input, true, true)
+        .await
+        .unwrap()
+        .1
+        .unwrap();
     let (gw, _task) = Gateway::start(d.clone(), "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
@@ -160,6 +171,8 @@ async fn start(pg: bool) -> World {
         http: reqwest::Client::new(),
         ns,
         ev,
+        port: gw.local_addr().port(),
+        token,
         _dir: dir,
     }
 }
@@ -269,6 +282,69 @@ async fn commands(pg: bool) {
         .await;
     assert_eq!((s, &c["state"]), (201, &json!("failed")), "{c}");
     assert!(c["reason"].as_str().unwrap().contains("no route"), "{c}");
+
+    // A device on misto's own endpoint gets the bytes on devices/{id}/down; delivered means sent.
+    let mut o = MqttOptions::new("cab-mqtt", "127.0.0.1", w.port);
+    o.set_credentials("cab-mqtt", w.token.as_str())
+        .set_keep_alive(Duration::from_secs(5));
+    let (dc, mut dev) = AsyncClient::new(o, 16);
+    assert!(until(&mut dev, |p| matches!(p, Packet::ConnAck(_)))
+        .await
+        .is_some());
+    dc.subscribe("devices/cab-mqtt/down", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    assert!(until(&mut dev, |p| matches!(p, Packet::SubAck(_)))
+        .await
+        .is_some());
+    dc.publish(
+        "devices/cab-mqtt/up",
+        QoS::AtLeastOnce,
+        false,
+        json!({"relay": false}).to_string(),
+    )
+    .await
+    .unwrap();
+    assert!(until(&mut dev, |p| matches!(p, Packet::PubAck(_)))
+        .await
+        .is_some());
+    let (s, c) = w
+        .post(
+            "/devices/v1/devices/cab-mqtt/commands",
+            &json!({"data": {"relay": true}}),
+        )
+        .await;
+    assert_eq!((s, &c["state"]), (201, &json!("sent")), "{c}");
+    match until(&mut dev, |p| matches!(p, Packet::Publish(_))).await {
+        Some(Packet::Publish(p)) => {
+            assert_eq!(p.topic, "devices/cab-mqtt/down");
+            let body: Value = serde_json::from_slice(&p.payload).unwrap();
+            assert_eq!(
+                body,
+                json!({"id": c["id"], "bytes": "AQ==", "fPort": 10, "confirmed": false})
+            );
+        }
+        other => panic!("no downlink: {other:?}"),
+    }
+    // With nobody subscribed, the command fails and says so.
+    dc.disconnect().await.unwrap();
+    while dev.poll().await.is_ok() {}
+    // The endpoint forgets the session when it reads the end of the connection.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, c) = w
+        .post(
+            "/devices/v1/devices/cab-mqtt/commands",
+            &json!({"data": {"relay": false}}),
+        )
+        .await;
+    assert_eq!(c["state"], "failed", "{c}");
+    assert!(
+        c["reason"]
+            .as_str()
+            .unwrap()
+            .contains("nobody is subscribed"),
+        "{c}"
+    );
 
     // Listing: newest first, paged.
     let (s, list) = w
