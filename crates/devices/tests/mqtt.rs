@@ -290,3 +290,77 @@ async fn external_broker_with_a_persistent_session() {
         "the reading published while misto was away was lost"
     );
 }
+
+/// Downlink commands leave through the external broker for the tenant it serves.
+#[tokio::test]
+async fn commands_through_the_external_broker() {
+    let (d, _dir) = devices(false).await;
+    let id = format!("extdown-{}", std::process::id());
+    device(&d, Some(&id), None).await;
+    let cfg =
+        ExternalConfig::from_url("mqtt://127.0.0.1:1883", &format!("misto-test-{id}"), "").unwrap();
+    let (link, _task) = ExternalLink::start(d.clone(), cfg);
+    d.set_external(link, "");
+    let (sub, mut sev) = {
+        let mut o = MqttOptions::new(format!("sub-{id}"), "127.0.0.1", 1883);
+        o.set_keep_alive(Duration::from_secs(5));
+        AsyncClient::new(o, 16)
+    };
+    sub.subscribe(format!("devices/{id}/down"), QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    assert!(until(&mut sev, |p| matches!(p, Packet::SubAck(_)))
+        .await
+        .is_some());
+    // The device's uplink over the broker teaches misto its route (published by a client of its own, as the
+    // subscriber's event loop is polled only below).
+    let (pubc, mut pev) = {
+        let mut o = MqttOptions::new(format!("pub-{id}"), "127.0.0.1", 1883);
+        o.set_keep_alive(Duration::from_secs(5));
+        AsyncClient::new(o, 16)
+    };
+    tokio::spawn(async move { while pev.poll().await.is_ok() {} });
+    let target = format!("{TARGET}{id}");
+    let mut got = None;
+    for _ in 0..100 {
+        pubc.publish(
+            format!("devices/{id}/up"),
+            QoS::AtLeastOnce,
+            false,
+            json!({"temperature": 4.0}).to_string(),
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        got = temperature(&d, &target).await;
+        if got.is_some() {
+            break;
+        }
+    }
+    assert_eq!(got, Some(4.0), "the reading from Mosquitto never arrived");
+    let c = d
+        .command("", &id, &json!({"bytes": "AQI=", "fPort": 3}))
+        .await
+        .unwrap();
+    assert_eq!(c.state, "sent", "{c:?}");
+    match until(
+        &mut sev,
+        |p| matches!(p, Packet::Publish(x) if x.topic.ends_with("/down")),
+    )
+    .await
+    {
+        Some(Packet::Publish(p)) => {
+            let body: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+            assert_eq!(
+                body,
+                json!({"id": c.id, "bytes": "AQI=", "fPort": 3, "confirmed": false})
+            );
+        }
+        other => panic!("no downlink on the external broker: {other:?}"),
+    }
+    // Another tenant's devices are not the link's to serve.
+    let c = d
+        .command("other", &id, &json!({"bytes": "AQI=", "fPort": 3}))
+        .await;
+    assert!(c.is_err(), "no such device in tenant 'other'");
+}
